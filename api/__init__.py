@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI routers per resource, wired in one place (api.app)."""

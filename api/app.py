@@ -1,0 +1,45 @@
+"""The one place that wires the HTTP application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import health, schedulers, tasks
+from taskbroker.backends import Backends
+from taskbroker.errors import BrokerUnavailable
+from taskbroker.settings import Settings
+
+log = structlog.get_logger("taskbroker.api")
+
+
+def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = True) -> FastAPI:
+    """Build the API over the given backends; with ``owns_backends`` it closes them at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await backends.broker.connect()
+        except BrokerUnavailable as exc:
+            # Serve anyway: /ready reports it and each request reconnects.
+            log.warning("api.rabbitmq_unavailable_at_start", error=str(exc))
+        yield
+        if owns_backends:
+            await backends.close()
+
+    app = FastAPI(
+        title="taskbroker",
+        summary="Schedule tasks onto named queues; consumers run them through pluggable runtimes.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backends = backends
+    install_error_handlers(app)
+    for router in (tasks.router, schedulers.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,52 @@
+"""Map each TaskbrokerError to its status code with a JSON ``{"detail": ...}`` that says what to do."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from taskbroker.errors import (
+    BrokerUnavailable,
+    InvalidCursor,
+    QueueMissing,
+    SchedulerBusy,
+    SchedulerConflict,
+    StoreUnavailable,
+    TaskAlreadyFinished,
+    TaskbrokerError,
+    TaskNotFound,
+    UnknownScheduler,
+)
+
+log = structlog.get_logger("taskbroker.api")
+
+STATUS_OF: dict[type[Exception], int] = {
+    UnknownScheduler: 404,
+    TaskNotFound: 404,
+    InvalidCursor: 422,
+    SchedulerConflict: 409,
+    SchedulerBusy: 409,
+    TaskAlreadyFinished: 409,
+    StoreUnavailable: 503,
+    BrokerUnavailable: 503,
+    QueueMissing: 503,
+}
+
+RETRY_AFTER_SECONDS = "2"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_taskbroker_error(request: Request, exc: Exception) -> JSONResponse:
+        status = STATUS_OF.get(type(exc), 500)
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        if status >= 500:
+            log.warning("api.unavailable", path=request.url.path, error=str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("api.internal_error", path=request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error: the server logged it"}, status_code=500)
+
+    app.add_exception_handler(TaskbrokerError, on_taskbroker_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,32 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.dependencies import BrokerDep, StoreDep
+from api.schemas import ErrorBody, ReadyStatus
+from taskbroker.errors import TaskbrokerError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive (it says nothing about Redis or RabbitMQ: see /ready)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=ReadyStatus, responses={503: {"model": ErrorBody}})
+async def ready(store: StoreDep, broker: BrokerDep) -> JSONResponse:
+    """Redis and RabbitMQ both answer: this instance can accept tasks."""
+    problems: dict[str, str] = {}
+    for name, check in (("redis", store.ping), ("rabbitmq", broker.ping)):
+        try:
+            await check()
+        except TaskbrokerError as exc:
+            problems[name] = str(exc)
+    if problems:
+        return JSONResponse({"detail": problems}, status_code=503, headers={"Retry-After": "2"})
+    return JSONResponse({"redis": "ok", "rabbitmq": "ok"})

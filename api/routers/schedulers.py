@@ -1,0 +1,91 @@
+"""Schedulers: named queues and the runtime their consumers use."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.schemas import ErrorBody
+from taskbroker.errors import BrokerUnavailable, QueueMissing
+from taskbroker.models import SchedulerDefinition, SchedulerStatus, utcnow
+from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
+from taskbroker.queue.base import QueueBroker
+from taskbroker.settings import Settings
+from taskbroker.store import TaskStore
+
+router = APIRouter(tags=["schedulers"])
+
+NamePath = Annotated[str, Path(pattern=SCHEDULER_NAME_PATTERN)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such scheduler"},
+    409: {"model": ErrorBody, "description": "Conflicting definition, or live tasks remain"},
+    503: {"model": ErrorBody, "description": "Redis or RabbitMQ unreachable: retry later"},
+}
+
+
+async def _status(
+    definition: SchedulerDefinition, store: TaskStore, broker: QueueBroker, settings: Settings
+) -> SchedulerStatus:
+    messages: int | None = None
+    consumers: int | None = None
+    try:
+        stats = await broker.stats(queue_name(settings.key_prefix, definition.name))
+        messages, consumers = stats.messages, stats.consumers
+    except (BrokerUnavailable, QueueMissing):
+        pass
+    live = await store.live_count(definition.name)
+    return SchedulerStatus(**definition.model_dump(), messages=messages, consumers=consumers, live_tasks=live)
+
+
+@router.post(
+    "/scheduler",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": SchedulerStatus, "description": "Already registered, same definition"},
+        **ERRORS,
+    },
+)
+async def register_scheduler(
+    definition: SchedulerDefinition,
+    response: Response,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+) -> SchedulerStatus:
+    """Register a scheduler and declare its durable queue. Idempotent for the same definition."""
+    # Queue first: a registered scheduler always has its queue, so scheduling never hits a gap.
+    await broker.declare(queue_name(settings.key_prefix, definition.name))
+    if not await store.register_scheduler(definition):
+        response.status_code = status.HTTP_200_OK
+    return await _status(definition, store, broker, settings)
+
+
+@router.get("/schedulers", responses=ERRORS)
+async def list_schedulers(store: StoreDep, broker: BrokerDep, settings: SettingsDep) -> list[SchedulerStatus]:
+    """Every scheduler with its queue depth and consumer count (null when RabbitMQ is unreachable)."""
+    definitions = await store.list_schedulers()
+    return list(await asyncio.gather(*(_status(d, store, broker, settings) for d in definitions)))
+
+
+@router.get("/scheduler/{name}", responses=ERRORS)
+async def get_scheduler(
+    name: NamePath, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+) -> SchedulerStatus:
+    return await _status(await store.get_scheduler(name), store, broker, settings)
+
+
+@router.delete("/scheduler/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+async def delete_scheduler(
+    name: NamePath,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    force: Annotated[bool, Query(description="Abort the scheduler's live tasks instead of refusing")] = False,
+) -> None:
+    """Remove a scheduler and its queue; refused (409) while it has live tasks unless forced."""
+    aborted = await store.delete_scheduler(name, force=force, now=utcnow())
+    await store.notify_cancel(aborted)
+    await broker.delete(queue_name(settings.key_prefix, name))

@@ -1,0 +1,66 @@
+"""Request and response bodies of the HTTP API (storage models live in taskbroker.models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from taskbroker.models import AwareDatetime, SchedulerName, Task, utcnow
+
+MAX_BATCH = 1000
+
+
+class ScheduleRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "scheduler": "default",
+                    "attributes": {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world"}},
+                }
+            ]
+        },
+    )
+
+    scheduler: SchedulerName
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    timeout: AwareDatetime | None = Field(
+        default=None,
+        description="When the task expires if not done (ISO-8601 with a timezone). Default: in 6 hours.",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _in_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= utcnow():
+            raise ValueError("timeout is in the past: give a time after now")
+        return value
+
+
+class BatchScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[ScheduleRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskList(BaseModel):
+    tasks: list[Task]
+
+
+class TaskPageResponse(BaseModel):
+    tasks: list[Task]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null when the listing is complete."
+    )
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+
+
+class ReadyStatus(BaseModel):
+    redis: str
+    rabbitmq: str

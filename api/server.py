@@ -1,0 +1,35 @@
+"""The uvicorn server our processes run: SIGTERM and SIGINT drain in-flight requests and exit 0."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after shutting down, so the process dies with -15
+    instead of exiting 0; supervisors (systemd, Kubernetes, compose) read that as a crash. This
+    server only asks uvicorn to shut down gracefully and lets the caller exit normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, self.handle_exit) for signum in handled}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def draining_server(app: FastAPI, *, host: str, port: int) -> DrainingServer:
+    """Our logging is structlog's, so uvicorn's own log config and access log stay off."""
+    return DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))

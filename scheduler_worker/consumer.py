@@ -1,0 +1,329 @@
+"""One consumer of one scheduler's queue.
+
+The order of steps is what makes the guarantees (README, "Delivery guarantee"):
+
+1. A delivery waits for a free slot (at most ``prefetch`` wait; a wait longer than the hold
+   limit hands it back, so a delivery never sits unacked long enough to meet RabbitMQ's
+   consumer_timeout).
+2. ``claim`` makes the task running under this consumer's lease in one atomic step, and only
+   then is the message acked: from here on the lease in Redis, not the unacked message, keeps
+   the task safe, so a task may run for hours without holding a delivery open.
+3. Heartbeats renew the leases; a task whose lease this consumer no longer holds (aborted,
+   timed out, taken over) is cancelled through the runtime. Cancel notices published by the API
+   and the daemon make that immediate; the heartbeat is the backstop.
+4. ``finish`` records the outcome only if the lease is still this consumer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from runtimes.base import Runtime, TaskCancelled, TaskFailed
+from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable, TaskbrokerError
+from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.models import Task, TaskState
+from taskbroker.names import queue_name
+from taskbroker.queue.base import Delivery, QueueBroker, Subscription
+from taskbroker.recovery import republish
+from taskbroker.settings import Settings
+from taskbroker.store import ClaimOutcome, TaskStore
+
+log = structlog.get_logger("taskbroker.worker")
+
+
+def new_consumer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Run:
+    task: Task
+    ended: bool = False
+    cancel_reason: str | None = None
+    log: Any = field(default=None)
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: TaskStore,
+        broker: QueueBroker,
+        runtime: Runtime,
+        scheduler: str,
+        concurrency: int,
+        prefetch: int | None = None,
+        consumer_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._broker = broker
+        self._runtime = runtime
+        self._scheduler = scheduler
+        self._queue = queue_name(settings.key_prefix, scheduler)
+        self._concurrency = concurrency
+        self._prefetch = prefetch or concurrency
+        self.consumer_id = consumer_id or new_consumer_id()
+        self._waiting: deque[tuple[float, Delivery]] = deque()
+        self._delivery_ready = asyncio.Event()
+        self._runs: dict[str, _Run] = {}
+        self._draining = False
+        self.ready = asyncio.Event()
+        """Set once the consumer is subscribed to its queue (tests and `dev` wait on it)."""
+        self._log = log.bind(scheduler=scheduler, consumer=self.consumer_id)
+
+    # Public entry point
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain: finish what runs within the grace period,
+        hand back the rest, return."""
+        await self._runtime.start()
+        runners = [asyncio.create_task(self._runner(), name=f"runner-{i}") for i in range(self._concurrency)]
+        background = [
+            asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
+            asyncio.create_task(self._listen_for_cancels(stop), name="cancel-listener"),
+            asyncio.create_task(self._return_stale_deliveries(stop), name="hold-limit"),
+        ]
+        self._log.info(
+            "consumer.started", queue=self._queue, concurrency=self._concurrency, prefetch=self._prefetch
+        )
+        try:
+            await self._consume(stop)
+        finally:
+            await self._drain(runners)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._runtime.close()
+            self._log.info("consumer.stopped")
+
+    # Receiving
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        if self._draining:
+            delivery.requeue()
+            return
+        self._waiting.append((time.monotonic(), delivery))
+        self._delivery_ready.set()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                subscription: Subscription = await self._broker.subscribe(
+                    self._queue, prefetch=self._prefetch, on_delivery=self._on_delivery
+                )
+            except (BrokerUnavailable, QueueMissing) as exc:
+                delay = backoff.next_delay()
+                self._log.warning("consumer.subscribe_failed", error=str(exc), retry_in=round(delay, 2))
+                await sleep_unless_stopped(stop, delay)
+                continue
+            backoff.reset()
+            self.ready.set()
+            self._log.info("consumer.subscribed", queue=self._queue)
+            stopped = asyncio.create_task(stop.wait())
+            lost = asyncio.create_task(subscription.lost.wait())
+            await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            lost.cancel()
+            if subscription.lost.is_set():
+                self.ready.clear()
+                # The broker has put our unacked deliveries back; the copies we hold are stale.
+                self._waiting.clear()
+                self._log.warning("consumer.subscription_lost", action="reconnecting")
+                await sleep_unless_stopped(stop, backoff.next_delay())
+            else:
+                self._draining = True
+                await subscription.cancel()
+
+    async def _next_delivery(self) -> Delivery | None:
+        while not self._waiting:
+            if self._draining:
+                return None
+            self._delivery_ready.clear()
+            await self._delivery_ready.wait()
+        return self._waiting.popleft()[1]
+
+    async def _return_stale_deliveries(self, stop: asyncio.Event) -> None:
+        """Hand back deliveries that waited past the hold limit for a slot (all slots held by long
+        tasks), so they reach a replica with room and never meet the broker's consumer_timeout."""
+        limit = self._settings.hold_limit
+        while not await sleep_unless_stopped(stop, limit / 4):
+            cutoff = time.monotonic() - limit
+            while self._waiting and self._waiting[0][0] < cutoff:
+                self._waiting.popleft()[1].requeue()
+
+    # Running
+
+    async def _runner(self) -> None:
+        backoff = Backoff()
+        while (delivery := await self._next_delivery()) is not None:
+            try:
+                await self._handle(delivery)
+                backoff.reset()
+            except StoreUnavailable as exc:
+                delivery.requeue()
+                delay = backoff.next_delay()
+                self._log.warning("consumer.store_unavailable", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        task_id = delivery.body.decode("utf-8", errors="replace")
+        try:
+            uuid.UUID(task_id)
+        except ValueError:
+            delivery.ack()
+            self._log.warning("task.dropped", reason="message is not a task id", body=task_id[:80])
+            return
+        claim = await self._store.claim(
+            task_id,
+            consumer=self.consumer_id,
+            lease=self._settings.lease,
+            max_attempts=self._settings.max_attempts,
+        )
+        # Acked only now: the task is either ours under a lease, or nobody needs this message.
+        delivery.ack()
+        if claim.outcome is not ClaimOutcome.CLAIMED or claim.task is None:
+            event = "task.gave_up" if claim.outcome is ClaimOutcome.EXHAUSTED else "task.dropped"
+            self._log.info(event, task_id=task_id, reason=claim.outcome.value, state=claim.detail or None)
+            return
+        await self._execute(claim.task)
+
+    async def _execute(self, task: Task) -> None:
+        key = str(task.id)
+        run = _Run(task, log=self._log.bind(task_id=key, attempt=task.attempts))
+        self._runs[key] = run
+        run.log.info("task.started")
+        try:
+            try:
+                result = await self._runtime.run(task)
+            except TaskCancelled:
+                run.log.info("task.cancelled", reason=run.cancel_reason)
+                return
+            except Exception as exc:  # a runtime's failure is the task's failure, never the consumer's
+                error = str(exc) if isinstance(exc, TaskFailed) else f"{type(exc).__name__}: {exc}"
+                await self._record(run, TaskState.FAILED, error=error)
+            else:
+                await self._record(run, TaskState.COMPLETE, result=result)
+        finally:
+            run.ended = True
+            if run.cancel_reason != "shutdown":
+                self._runs.pop(key, None)
+
+    async def _record(
+        self, run: _Run, state: TaskState, *, result: Any = None, error: str | None = None
+    ) -> None:
+        """Write the outcome, retrying through a Redis outage for as long as the lease could
+        still be ours; after that another consumer may have taken the task over anyway."""
+        backoff = Backoff()
+        give_up_at = time.monotonic() + self._settings.lease
+        while True:
+            try:
+                kept = await self._store.finish(
+                    str(run.task.id), consumer=self.consumer_id, state=state, result=result, error=error
+                )
+            except StoreUnavailable as exc:
+                if time.monotonic() > give_up_at:
+                    run.log.error(
+                        "task.outcome_lost", state=state.value, error=str(exc), note="it will run again"
+                    )
+                    return
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if kept is None:
+                run.log.info(f"task.{state.value}", **({"error": error} if error else {}))
+            else:
+                run.log.warning("task.outcome_discarded", outcome=state.value, kept_state=kept.value)
+            return
+
+    async def _cancel(self, task_id: str, reason: str) -> None:
+        run = self._runs.get(task_id)
+        if run is None or run.ended or run.cancel_reason is not None:
+            return
+        run.cancel_reason = reason
+        started = time.perf_counter()
+        await self._runtime.cancel(run.task)
+        run.log.info(
+            "task.cancel_requested", reason=reason, cancel_seconds=round(time.perf_counter() - started, 4)
+        )
+
+    # Leases
+
+    async def _check_leases(self, task_ids: list[str]) -> None:
+        lost = await self._store.renew(task_ids, consumer=self.consumer_id, lease=self._settings.lease)
+        for task_id in lost:
+            await self._cancel(task_id, reason="no longer ours: aborted, timed out or taken over")
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_interval)
+            # Runs cancelled for shutdown keep their leases until they are handed back.
+            held = [
+                k
+                for k, r in self._runs.items()
+                if (not r.ended and r.cancel_reason is None) or r.cancel_reason == "shutdown"
+            ]
+            try:
+                await self._check_leases(held)
+            except StoreUnavailable as exc:
+                self._log.warning("consumer.heartbeat_failed", error=str(exc), running=len(held))
+
+    async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                async for task_ids in self._store.cancel_notices():
+                    backoff.reset()
+                    mine = [i for i in task_ids if i in self._runs]
+                    if mine:
+                        await self._check_leases(mine)
+            except StoreUnavailable as exc:
+                self._log.debug("consumer.cancel_listener_lost", error=str(exc))
+            await sleep_unless_stopped(stop, backoff.next_delay())
+
+    # Shutdown
+
+    async def _drain(self, runners: list[asyncio.Task[None]]) -> None:
+        self._draining = True
+        while self._waiting:
+            self._waiting.popleft()[1].requeue()
+        self._delivery_ready.set()
+        running = [k for k, r in self._runs.items() if not r.ended]
+        if running:
+            self._log.info("consumer.draining", running=len(running), grace=self._settings.shutdown_grace)
+        _, unfinished = (
+            await asyncio.wait(runners, timeout=self._settings.shutdown_grace) if runners else ((), ())
+        )
+        if unfinished:
+            for key in [k for k, r in self._runs.items() if not r.ended]:
+                await self._cancel(key, reason="shutdown")
+            _, stuck = await asyncio.wait(unfinished, timeout=10)
+            for runner in stuck:
+                runner.cancel()
+            cancelled = [r for r in self._runs.values() if r.cancel_reason == "shutdown"]
+            if cancelled:
+                self._log.info("consumer.waiting_for_runtime", tasks=len(cancelled))
+                await asyncio.gather(*(self._runtime.wait_stopped(r.task) for r in cancelled))
+            await self._hand_back([str(r.task.id) for r in cancelled])
+
+    async def _hand_back(self, task_ids: list[str]) -> None:
+        """Give unfinished tasks back at shutdown: lapse their leases, then republish them. If
+        the republish fails, the daemon's lease sweep republishes them instead."""
+        try:
+            refs = await self._store.release(task_ids, consumer=self.consumer_id)
+            moved = await republish(self._store, self._broker, refs)
+            self._log.info("consumer.handed_back", tasks=len(refs), requeued=moved)
+        except TaskbrokerError as exc:
+            self._log.warning("consumer.hand_back_deferred", tasks=len(task_ids), error=str(exc))
+        for key in task_ids:
+            self._runs.pop(key, None)

@@ -1,0 +1,64 @@
+"""Start a consumer process: wait for Redis, look up the scheduler, load its runtime, consume."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from runtimes.base import RuntimeConfig
+from runtimes.registry import load_runtime
+from scheduler_worker.consumer import Consumer
+from taskbroker.backends import Backends
+from taskbroker.errors import StoreUnavailable
+from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.models import SchedulerDefinition
+from taskbroker.settings import Settings
+
+log = structlog.get_logger("taskbroker.worker")
+
+
+async def wait_for_scheduler(
+    backends: Backends, scheduler: str, stop: asyncio.Event
+) -> SchedulerDefinition | None:
+    """The scheduler's definition, waiting out a Redis that is not up yet (compose starts us early)."""
+    backoff = Backoff(cap=5.0)
+    while not stop.is_set():
+        try:
+            return await backends.store.get_scheduler(scheduler)
+        except StoreUnavailable as exc:
+            delay = backoff.next_delay()
+            log.warning("worker.waiting_for_redis", error=str(exc), retry_in=round(delay, 2))
+            await sleep_unless_stopped(stop, delay)
+    return None
+
+
+async def serve_worker(
+    settings: Settings,
+    backends: Backends,
+    *,
+    scheduler: str,
+    concurrency: int,
+    prefetch: int | None,
+    allow: tuple[str, ...],
+    options: dict[str, str],
+    stop: asyncio.Event,
+) -> None:
+    """Run one consumer until ``stop``. Raises UnknownScheduler or RuntimeNotInstalled at start."""
+    definition = await wait_for_scheduler(backends, scheduler, stop)
+    if definition is None:
+        return
+    runtime_class = load_runtime(definition.runtime)
+    runtime = runtime_class(
+        RuntimeConfig(scheduler=scheduler, concurrency=concurrency, allow=allow, options=options)
+    )
+    consumer = Consumer(
+        settings=settings,
+        store=backends.store,
+        broker=backends.broker,
+        runtime=runtime,
+        scheduler=scheduler,
+        concurrency=concurrency,
+        prefetch=prefetch,
+    )
+    await consumer.run(stop)

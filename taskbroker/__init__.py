@@ -1,0 +1,4 @@
+"""Shared core of taskbroker: the Task model, settings, the Redis task store and the queue adapters.
+
+Every process (API, consumer, timeout daemon) imports from here; nothing here imports a process.
+"""

@@ -1,0 +1,255 @@
+"""The `taskbroker` command: server processes (api, worker, timeout-daemon, dev) and client commands.
+
+This module and taskbroker.dev are the composition root: the only shared modules that import the
+process packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from taskbroker.client import ApiError, Client
+from taskbroker.logs import configure_logging
+from taskbroker.settings import Settings
+
+app = typer.Typer(
+    help="taskbroker: a distributed task broker. Run `taskbroker dev` to try it on one machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="TASKBROKER_URL", help="Base URL of the taskbroker API."),
+]
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err.print(f"[red]Invalid TASKBROKER_* configuration:[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_format)
+    return settings
+
+
+def _run(coroutine: Any) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coroutine)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
+    from api.app import create_app
+    from api.server import draining_server
+    from taskbroker.backends import real_backends
+
+    settings = _settings()
+    backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
+    _run(draining_server(create_app(settings, backends), host=host, port=port).serve())
+
+
+@app.command()
+def worker(
+    scheduler: Annotated[str, typer.Option(help="Name of the scheduler whose queue to consume.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks run at once by this process.")] = 4,
+    prefetch: Annotated[
+        int | None, typer.Option(min=1, help="Deliveries held at once; default: the concurrency.")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Module (or package) Inline tasks may import; repeat for several. Default: runtimes.builtin."
+        ),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Runtime option KEY=VALUE, passed to the scheduler's runtime; repeatable."),
+    ] = None,
+) -> None:
+    """Consume one scheduler's queue and run its tasks. Start any number of replicas to scale.
+
+    SIGTERM: stop taking tasks, let running ones finish within TASKBROKER_SHUTDOWN_GRACE seconds,
+    hand the rest back to the queue, exit 0.
+    """
+    from runtimes.registry import RuntimeNotInstalled
+    from scheduler_worker.main import serve_worker
+    from taskbroker.backends import real_backends
+    from taskbroker.errors import UnknownScheduler
+    from taskbroker.lifecycle import install_stop_signals
+
+    settings = _settings()
+    options = _key_values(option or [], "--option")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        backends = real_backends(settings, connection_name=f"taskbroker-worker-{scheduler}-{os.getpid()}")
+        try:
+            await serve_worker(
+                settings,
+                backends,
+                scheduler=scheduler,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                allow=tuple(allow or ["runtimes.builtin"]),
+                options=options,
+                stop=stop,
+            )
+        finally:
+            await backends.close()
+
+    try:
+        asyncio.run(main())
+    except (UnknownScheduler, RuntimeNotInstalled) as exc:
+        err.print(f"[red]Cannot start the worker:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command("timeout-daemon")
+def timeout_daemon() -> None:
+    """Expire tasks past their timeout and requeue tasks whose consumer died. Run one or more."""
+    from taskbroker.backends import real_backends
+    from taskbroker.lifecycle import install_stop_signals
+    from timeout_daemon.main import serve_daemon
+
+    settings = _settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        backends = real_backends(settings, connection_name=f"taskbroker-timeout-daemon-{os.getpid()}")
+        try:
+            await serve_daemon(settings, backends, stop)
+        finally:
+            await backends.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks the built-in consumer runs at once.")] = 4,
+) -> None:
+    """Everything in one process for trying taskbroker: the API, a `default` Inline scheduler with its
+    consumer, and the timeout daemon. Without TASKBROKER_REDIS_URL / TASKBROKER_AMQP_URL it needs no
+    servers: it runs on embedded ones that keep nothing after exit."""
+    from taskbroker.dev import serve_dev
+
+    settings = _settings()
+    _run(serve_dev(settings, host=host, port=port, concurrency=concurrency))
+
+
+# Client commands
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            err.print(f"[red]{flag} takes KEY=VALUE, got {pair!r}[/red]")
+            raise typer.Exit(2)
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def schedule(
+    scheduler: Annotated[str, typer.Argument(help="Scheduler to run the task.")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    function: Annotated[
+        str | None, typer.Option(help="Inline callable as module:function, e.g. runtimes.builtin:echo.")
+    ] = None,
+    arg: Annotated[
+        list[str] | None, typer.Option(help="Positional argument (JSON or text); repeatable.")
+    ] = None,
+    kwarg: Annotated[
+        list[str] | None, typer.Option(help="Keyword argument KEY=VALUE (JSON or text); repeatable.")
+    ] = None,
+    attributes: Annotated[
+        str | None, typer.Option(help="All attributes as a JSON object (for runtimes other than inline).")
+    ] = None,
+    timeout: Annotated[str | None, typer.Option(help="Expiry time, ISO-8601 with timezone.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state and print it.")] = False,
+) -> None:
+    """Schedule one task and print it."""
+    body: dict[str, Any] = json.loads(attributes) if attributes else {}
+    if function:
+        body["function"] = function
+    if arg:
+        body["args"] = [_key_values([f"_={a}"], "--arg")["_"] for a in arg]
+    if kwarg:
+        body["kwargs"] = _key_values(kwarg, "--kwarg")
+    try:
+        with Client(url) as client:
+            task = client.schedule(scheduler, body, timeout)
+            if wait:
+                with err.status(f"waiting for task {task.id}..."):
+                    task = client.wait(task.id)
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    _print_json(task.model_dump(mode="json"))
+    if wait and task.state.value != "complete":
+        raise typer.Exit(1)
+
+
+@app.command()
+def task(
+    task_id: Annotated[str, typer.Argument(help="Task id.")], url: UrlOption = "http://127.0.0.1:8000"
+) -> None:
+    """Print one task."""
+    try:
+        with Client(url) as client:
+            _print_json(client.get(task_id).model_dump(mode="json"))
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def schedulers(url: UrlOption = "http://127.0.0.1:8000") -> None:
+    """List schedulers with queue depth and consumers: what operators scale by."""
+    try:
+        with Client(url) as client:
+            rows = client.schedulers()
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table("name", "runtime", "waiting", "consumers", "live tasks", "description")
+    for s in rows:
+        table.add_row(
+            s.name,
+            s.runtime,
+            "?" if s.messages is None else str(s.messages),
+            "?" if s.consumers is None else str(s.consumers),
+            str(s.live_tasks),
+            s.description,
+        )
+    Console().print(table)

@@ -1,0 +1,45 @@
+"""One exception type per failure a caller can act on; the API maps each to a status code."""
+
+
+class TaskbrokerError(Exception):
+    """Base of every error taskbroker raises on purpose."""
+
+
+class StoreUnavailable(TaskbrokerError):
+    """Redis could not be reached or did not answer in time: retry later."""
+
+
+class BrokerUnavailable(TaskbrokerError):
+    """RabbitMQ could not be reached, or did not confirm a publish: retry later."""
+
+
+class QueueMissing(TaskbrokerError):
+    """A scheduler's queue does not exist in RabbitMQ: register the scheduler again to declare it."""
+
+
+class UnknownScheduler(TaskbrokerError):
+    """No scheduler of that name is registered."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"scheduler {name!r} is not registered: register it with POST /scheduler first")
+        self.name = name
+
+
+class SchedulerConflict(TaskbrokerError):
+    """A scheduler of that name is registered with a different definition."""
+
+
+class SchedulerBusy(TaskbrokerError):
+    """The scheduler still has live tasks."""
+
+
+class TaskNotFound(TaskbrokerError):
+    """No such task, or it finished longer ago than the retention time."""
+
+
+class TaskAlreadyFinished(TaskbrokerError):
+    """The task is already in a final state."""
+
+
+class InvalidCursor(TaskbrokerError):
+    """A listing cursor that this API did not hand out."""

@@ -1,0 +1,13 @@
+-- delete_scheduler: refused while the scheduler has live tasks, unless forced, which aborts them.
+-- ARGV: prefix, name, force ('1' or '0'), now, retention_ms
+local schedulers = prefix .. ':schedulers'
+local name = ARGV[2]
+if redis.call('HEXISTS', schedulers, name) == 0 then return {'gone'} end
+local live = redis.call('SMEMBERS', live_key(name))
+if #live > 0 and ARGV[3] ~= '1' then return {'busy', #live} end
+for _, id in ipairs(live) do
+  finalize(id, 'aborted', ARGV[4], ARGV[5], false, 'aborted: its scheduler was deleted')
+end
+redis.call('HDEL', schedulers, name)
+redis.call('DEL', live_key(name))
+return {'deleted', live}

@@ -1,0 +1,311 @@
+"""RabbitMQ through pika's asyncio adapter: durable queues, persistent messages, pipelined
+publisher confirms (never a synchronous wait per message) and manual acks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+from pika.exceptions import AMQPError, ChannelClosedByBroker
+
+from taskbroker.errors import BrokerUnavailable, QueueMissing, TaskbrokerError
+from taskbroker.queue.base import Delivery, QueueBroker, QueueStats, Subscription
+
+PERSISTENT = 2
+
+
+def _closed_error(reason: BaseException | None) -> TaskbrokerError:
+    if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == 404:
+        return QueueMissing(
+            f"queue does not exist ({reason.reply_text}): register the scheduler to declare it"
+        )
+    return BrokerUnavailable(f"RabbitMQ channel closed: {reason!r}")
+
+
+class _ConfirmTracker:
+    """Matches publisher confirms to the futures of the messages they confirm.
+
+    RabbitMQ numbers a confirm-mode channel's messages 1, 2, 3...; an ack or nack may confirm
+    every message up to its tag at once (``multiple``). Pending tags sit in a dict in ascending
+    order, so settling a multiple ack pops from the front.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._tags = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._returned: set[str] = set()
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_close)
+
+    def publish(self, queue: str, body: bytes) -> asyncio.Future[None]:
+        tag = next(self._tags)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[tag] = future
+        self.channel.basic_publish(
+            exchange="",
+            routing_key=queue,
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=PERSISTENT, message_id=str(tag)),
+            mandatory=True,
+        )
+        return future
+
+    def on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        settled = (
+            list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending))
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        for tag in settled:
+            future = self._pending.pop(tag, None)
+            if future is None or future.done():
+                continue
+            if nacked:
+                future.set_exception(BrokerUnavailable("RabbitMQ refused the message (nack): retry later"))
+            elif str(tag) in self._returned:
+                self._returned.discard(str(tag))
+                future.set_exception(
+                    QueueMissing("the queue is missing: register the scheduler again to declare it")
+                )
+            else:
+                future.set_result(None)
+
+    def _on_return(self, _channel: Channel, _method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.add(properties.message_id)
+
+    def _on_close(self, _channel: Channel, reason: BaseException) -> None:
+        error = BrokerUnavailable(f"RabbitMQ closed the publishing channel before confirming: {reason!r}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+
+class _AmqpDelivery(Delivery):
+    __slots__ = ("_channel", "_tag", "body", "redelivered")
+
+    def __init__(self, channel: Channel, tag: int, body: bytes, redelivered: bool) -> None:
+        self._channel = channel
+        self._tag = tag
+        self.body = body
+        self.redelivered = redelivered
+
+    def ack(self) -> None:
+        if self._channel.is_open:
+            self._channel.basic_ack(self._tag)
+
+    def requeue(self) -> None:
+        if self._channel.is_open:
+            self._channel.basic_nack(self._tag, requeue=True)
+
+
+class _AmqpSubscription(Subscription):
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._lost = asyncio.Event()
+        self._cancelled = False
+        self._closed = asyncio.Event()
+        channel.add_on_close_callback(self._on_close)
+
+    @property
+    def lost(self) -> asyncio.Event:
+        return self._lost
+
+    def _on_close(self, _channel: Channel, _reason: BaseException) -> None:
+        self._closed.set()
+        if not self._cancelled:
+            self._lost.set()
+
+    async def cancel(self) -> None:
+        # Closing the channel hands every unacked delivery back to the queue in one step.
+        self._cancelled = True
+        if self._channel.is_open:
+            self._channel.close()
+            try:
+                await asyncio.wait_for(self._closed.wait(), timeout=10)
+            except TimeoutError:
+                return
+
+
+class AmqpBroker(QueueBroker):
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_name: str = "taskbroker",
+        connect_timeout: float = 5.0,
+        confirm_timeout: float = 15.0,
+    ) -> None:
+        self._parameters = pika.URLParameters(url)
+        self._parameters.connection_attempts = 1
+        self._parameters.socket_timeout = connect_timeout
+        self._parameters.client_properties = {"connection_name": connection_name}
+        self._connect_timeout = connect_timeout
+        self._confirm_timeout = confirm_timeout
+        self._connection: AsyncioConnection | None = None
+        self._publisher: _ConfirmTracker | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        await self._open_connection()
+
+    async def close(self) -> None:
+        connection, self._connection, self._publisher = self._connection, None, None
+        if connection is not None and connection.is_open:
+            closed = asyncio.Event()
+            connection.add_on_close_callback(lambda _c, _r: closed.set())
+            connection.close()
+            try:
+                await asyncio.wait_for(closed.wait(), timeout=5)
+            except TimeoutError:
+                return
+
+    async def ping(self) -> None:
+        await self._open_connection()
+
+    async def _open_connection(self) -> AsyncioConnection:
+        if self._connection is not None and self._connection.is_open:
+            return self._connection
+        async with self._lock:
+            if self._connection is not None and self._connection.is_open:
+                return self._connection
+            loop = asyncio.get_running_loop()
+            opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+
+            def on_open(connection: Any) -> None:
+                if not opened.done():
+                    opened.set_result(connection)
+
+            def on_open_error(_connection: Any, error: BaseException) -> None:
+                if not opened.done():
+                    opened.set_exception(BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}"))
+
+            connection = AsyncioConnection(
+                self._parameters,
+                on_open_callback=on_open,
+                on_open_error_callback=on_open_error,
+                on_close_callback=self._on_connection_closed,
+                custom_ioloop=loop,
+            )
+            try:
+                self._connection = await asyncio.wait_for(opened, timeout=self._connect_timeout)
+            except TimeoutError as exc:
+                connection.close() if connection.is_open else None
+                raise BrokerUnavailable("RabbitMQ did not answer in time: is it running?") from exc
+            return self._connection
+
+    def _on_connection_closed(self, connection: Any, _reason: BaseException) -> None:
+        if connection is self._connection:
+            self._connection = None
+            self._publisher = None
+
+    async def _open_channel(self) -> Channel:
+        connection = await self._open_connection()
+        opened: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+
+        def on_open(channel: Channel) -> None:
+            if not opened.done():
+                opened.set_result(channel)
+
+        try:
+            connection.channel(on_open_callback=on_open)
+            return await asyncio.wait_for(opened, timeout=self._connect_timeout)
+        except (AMQPError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"could not open a RabbitMQ channel: {exc!r}") from exc
+
+    async def _call(self, operation: Callable[[Channel, Callable[[Any], None]], None]) -> Any:
+        """Run one synchronous AMQP method on a short-lived channel and return its reply frame."""
+        channel = await self._open_channel()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_close(_channel: Channel, reason: BaseException) -> None:
+            if not reply.done():
+                reply.set_exception(_closed_error(reason))
+
+        def on_reply(frame: Any) -> None:
+            if not reply.done():
+                reply.set_result(frame)
+
+        channel.add_on_close_callback(on_close)
+        try:
+            operation(channel, on_reply)
+            return await asyncio.wait_for(reply, timeout=self._connect_timeout)
+        except AMQPError as exc:
+            raise BrokerUnavailable(f"RabbitMQ operation failed: {exc!r}") from exc
+        except TimeoutError as exc:
+            raise BrokerUnavailable("RabbitMQ did not answer in time") from exc
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    async def declare(self, queue: str) -> None:
+        await self._call(lambda ch, cb: ch.queue_declare(queue, durable=True, callback=cb))
+
+    async def delete(self, queue: str) -> None:
+        await self._call(lambda ch, cb: ch.queue_delete(queue, callback=cb))
+
+    async def stats(self, queue: str) -> QueueStats:
+        frame = await self._call(lambda ch, cb: ch.queue_declare(queue, passive=True, callback=cb))
+        return QueueStats(messages=frame.method.message_count, consumers=frame.method.consumer_count)
+
+    async def _publisher_channel(self) -> _ConfirmTracker:
+        if self._publisher is not None and self._publisher.channel.is_open:
+            return self._publisher
+        channel = await self._open_channel()
+        selected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tracker = _ConfirmTracker(channel)
+        channel.confirm_delivery(tracker.on_confirm, callback=lambda _f: selected.set_result(None))
+        try:
+            await asyncio.wait_for(selected, timeout=self._connect_timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("RabbitMQ did not enable publisher confirms in time") from exc
+        self._publisher = tracker
+        return tracker
+
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        if not bodies:
+            return
+        tracker = await self._publisher_channel()
+        try:
+            confirms = [tracker.publish(queue, body) for body in bodies]
+        except AMQPError as exc:
+            raise BrokerUnavailable(f"RabbitMQ connection lost while publishing: {exc!r}") from exc
+        done, not_done = await asyncio.wait(confirms, timeout=self._confirm_timeout)
+        for future in not_done:
+            future.cancel()
+        errors = [f.exception() for f in done if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        if not_done:
+            raise BrokerUnavailable(f"RabbitMQ did not confirm {len(not_done)} messages in time: retry later")
+
+    async def subscribe(
+        self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> Subscription:
+        channel = await self._open_channel()
+        subscription = _AmqpSubscription(channel)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_close(_channel: Channel, reason: BaseException) -> None:
+            if not ready.done():
+                ready.set_exception(_closed_error(reason))
+
+        def on_message(ch: Channel, method: Any, _properties: Any, body: bytes) -> None:
+            on_delivery(_AmqpDelivery(ch, method.delivery_tag, body, method.redelivered))
+
+        channel.add_on_close_callback(on_close)
+        channel.basic_qos(prefetch_count=prefetch)
+        channel.basic_consume(queue, on_message, auto_ack=False, callback=lambda _f: ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, timeout=self._connect_timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("RabbitMQ did not start the consumer in time") from exc
+        return subscription

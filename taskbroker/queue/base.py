@@ -1,0 +1,89 @@
+"""The contract every queue backend honours; tests/contract runs against each implementation.
+
+Messages are opaque bytes (taskbroker sends task ids). Queues are durable and messages
+persistent; ``publish`` returns only once the broker has confirmed every message.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    messages: int
+    consumers: int
+
+
+class Delivery(abc.ABC):
+    """One message handed to one consumer. Unacknowledged deliveries go back to the queue when
+    their subscription ends, so the consumer must ack only once the message's work is safe."""
+
+    body: bytes
+    redelivered: bool
+
+    @abc.abstractmethod
+    def ack(self) -> None:
+        """Remove the message for good. A no-op if the subscription is already gone."""
+
+    @abc.abstractmethod
+    def requeue(self) -> None:
+        """Hand the message back to the queue for any consumer."""
+
+
+class Subscription(abc.ABC):
+    """A running consumer of one queue."""
+
+    @property
+    @abc.abstractmethod
+    def lost(self) -> asyncio.Event:
+        """Set when the subscription ended without cancel() (connection or channel lost)."""
+
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """Stop deliveries; unacknowledged ones go back to the queue."""
+
+
+class QueueBroker(abc.ABC):
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection. Raises BrokerUnavailable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the broker answers."""
+
+    @abc.abstractmethod
+    async def declare(self, queue: str) -> None:
+        """Create the durable queue if it does not exist."""
+
+    @abc.abstractmethod
+    async def delete(self, queue: str) -> None: ...
+
+    @abc.abstractmethod
+    async def stats(self, queue: str) -> QueueStats:
+        """Messages ready and consumers attached. Raises QueueMissing."""
+
+    @abc.abstractmethod
+    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Publish persistent messages; return once all are confirmed.
+
+        Raises BrokerUnavailable (unreachable, or a confirm did not come) or QueueMissing. On an
+        exception some messages may still have been enqueued: consumers must tolerate them.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> Subscription:
+        """Start consuming with manual acks; at most ``prefetch`` deliveries are unacked at once.
+
+        Each message goes to exactly one subscription at a time. Raises BrokerUnavailable or
+        QueueMissing.
+        """

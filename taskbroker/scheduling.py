@@ -1,0 +1,76 @@
+"""Creating tasks: store them, then publish them with confirms. Shared by the HTTP API and,
+later, anything else that creates tasks (recurring schedules), so there is one way to do it.
+
+The order is what makes "accepted" mean "will run": the task is stored before its message is
+published, so a consumer always finds the task its message names; the caller is answered only
+after every message is confirmed; if publishing fails, the stored tasks are discarded again and
+the caller gets an error, so nothing half-written stays behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable
+from taskbroker.models import Task, TaskState, utcnow
+from taskbroker.names import queue_name
+from taskbroker.queue.base import QueueBroker
+from taskbroker.settings import Settings
+from taskbroker.store import NewTask, TaskStore
+
+
+class TaskRequest:
+    """What a caller asks for; the timeout defaults to now + the default timeout."""
+
+    __slots__ = ("attributes", "scheduler", "timeout")
+
+    def __init__(self, scheduler: str, attributes: dict[str, Any], timeout: datetime | None = None) -> None:
+        self.scheduler = scheduler
+        self.attributes = attributes
+        self.timeout = timeout
+
+
+async def schedule_tasks(
+    requests: Sequence[TaskRequest], *, store: TaskStore, broker: QueueBroker, settings: Settings
+) -> list[Task]:
+    """Create and enqueue tasks, all or none. Raises UnknownScheduler, StoreUnavailable,
+    BrokerUnavailable or QueueMissing; after any of them no task of the call remains stored."""
+    now = utcnow()
+    new = [
+        NewTask(uuid.uuid4(), r.scheduler, r.attributes, r.timeout or now + settings.default_timeout)
+        for r in requests
+    ]
+    await store.create(new, now=now)
+    by_scheduler: dict[str, list[bytes]] = defaultdict(list)
+    for task in new:
+        by_scheduler[task.scheduler].append(str(task.id).encode())
+    try:
+        await asyncio.gather(
+            *(
+                broker.publish(queue_name(settings.key_prefix, s), bodies)
+                for s, bodies in by_scheduler.items()
+            )
+        )
+    except (BrokerUnavailable, QueueMissing):
+        # If Redis is gone too, the tasks stay pending without a message until their timeout
+        # ends them; the caller was refused either way and will retry.
+        with contextlib.suppress(StoreUnavailable):
+            await store.discard([t.id for t in new])
+        raise
+    return [
+        Task(
+            id=t.id,
+            scheduler=t.scheduler,
+            attributes=t.attributes,
+            timeout=t.timeout,
+            state=TaskState.PENDING,
+            created_at=now,
+        )
+        for t in new
+    ]

@@ -1,0 +1,53 @@
+"""One settings object for every process, read from ``TASKBROKER_*`` environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskbroker.names import KEY_PREFIX_PATTERN
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the consumers and the timeout daemon.
+
+    The README's configuration table documents each field; keep the two in step.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TASKBROKER_", extra="ignore")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    amqp_url: str = DEFAULT_AMQP_URL
+    key_prefix: str = Field(default="taskbroker", pattern=KEY_PREFIX_PATTERN)
+    default_timeout: timedelta = timedelta(hours=6)
+    retention: timedelta = timedelta(hours=1)
+    lease: float = Field(
+        default=30.0, gt=0, description="Seconds a consumer's claim on a task lasts without a heartbeat."
+    )
+    max_attempts: int = Field(default=3, ge=1)
+    hold_limit: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a delivery may wait for a free slot before it is handed back to the queue.",
+    )
+    sweep_interval: float = Field(default=1.0, gt=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    max_batch: int = Field(default=1000, ge=1)
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+
+    @field_validator("default_timeout", "retention")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Renew leases three times per lease, so one lost heartbeat never lapses a live claim."""
+        return self.lease / 3

@@ -1,0 +1,432 @@
+"""The Redis task store: every state change is one atomic Lua script named after the transition.
+
+Task record (hash ``{prefix}:task:{id}``): the Task fields, timestamps as epoch seconds, plus the
+``lease_owner`` / ``lease_until`` of a running task. Indexes: ``{prefix}:deadlines`` (sorted set of
+live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
+expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
+(hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from taskbroker.errors import (
+    InvalidCursor,
+    SchedulerBusy,
+    SchedulerConflict,
+    StoreUnavailable,
+    TaskAlreadyFinished,
+    TaskNotFound,
+    UnknownScheduler,
+)
+from taskbroker.models import SchedulerDefinition, Task, TaskState
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn Redis connection failures into StoreUnavailable, which callers know how to answer."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+
+    return wrapper
+
+
+def _load_script(name: str) -> str:
+    lua = resources.files("taskbroker") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class ClaimOutcome(enum.StrEnum):
+    CLAIMED = "claimed"
+    GONE = "gone"
+    FINAL = "final"
+    BUSY = "busy"
+    EXPIRED = "expired"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: ClaimOutcome
+    task: Task | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A task id with its scheduler: enough to publish its message again."""
+
+    id: str
+    scheduler: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    id: str
+    scheduler: str
+    previous_state: TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    id: UUID
+    scheduler: str
+    attributes: dict[str, Any]
+    timeout: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+def _epoch(value: datetime) -> str:
+    return repr(value.timestamp())
+
+
+def _from_epoch(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def _ms(value: timedelta) -> str:
+    return str(int(value.total_seconds() * 1000))
+
+
+def task_from_record(record: dict[str, str]) -> Task:
+    """Build a Task from its Redis hash (string fields, epoch timestamps, JSON bodies)."""
+    result = record.get("result")
+    return Task(
+        id=UUID(record["id"]),
+        scheduler=record["scheduler"],
+        attributes=orjson.loads(record["attributes"]),
+        timeout=datetime.fromtimestamp(float(record["timeout"]), UTC),
+        state=TaskState(record["state"]),
+        created_at=datetime.fromtimestamp(float(record["created_at"]), UTC),
+        started_at=_from_epoch(record.get("started_at")),
+        finished_at=_from_epoch(record.get("finished_at")),
+        attempts=int(record.get("attempts", 0)),
+        result=None if result is None else orjson.loads(result),
+        error=record.get("error"),
+    )
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class TaskStore:
+    """Task and scheduler state in Redis. Safe to share between coroutines and processes.
+
+    Methods raise StoreUnavailable when Redis cannot be reached; every other outcome is a return
+    value or a specific TaskbrokerError.
+    """
+
+    def __init__(self, client: aioredis.Redis, key_prefix: str, retention: timedelta) -> None:
+        self._redis = client
+        self._prefix = key_prefix
+        self._retention_ms = _ms(retention)
+        self._scripts = {
+            name: client.register_script(_load_script(name))
+            for name in (
+                "create",
+                "claim",
+                "renew",
+                "finish",
+                "release",
+                "lapsed",
+                "requeue",
+                "expire",
+                "abort",
+                "discard",
+                "register_scheduler",
+                "delete_scheduler",
+            )
+        }
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
+    @property
+    def key_prefix(self) -> str:
+        return self._prefix
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    async def _run(self, script: str, *args: str | int | float) -> Any:
+        return await self._scripts[script](keys=[], args=[self._prefix, *args])
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @_store_call
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    # Schedulers
+
+    @_store_call
+    async def register_scheduler(self, definition: SchedulerDefinition) -> bool:
+        """Store a scheduler definition. True if new, False if the same one was already there."""
+        canonical = orjson.dumps(definition.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
+        reply = await self._run("register_scheduler", definition.name, canonical)
+        if reply[0] == "conflict":
+            raise SchedulerConflict(
+                f"scheduler {definition.name!r} is registered with a different definition: "
+                f"{reply[1]}; delete it first to change it"
+            )
+        return bool(reply[0] == "created")
+
+    @_store_call
+    async def get_scheduler(self, name: str) -> SchedulerDefinition:
+        raw = await self._redis.hget(self._key("schedulers"), name)
+        if raw is None:
+            raise UnknownScheduler(name)
+        return SchedulerDefinition.model_validate_json(raw)
+
+    @_store_call
+    async def list_schedulers(self) -> list[SchedulerDefinition]:
+        raw = await self._redis.hgetall(self._key("schedulers"))
+        return sorted(
+            (SchedulerDefinition.model_validate_json(v) for v in raw.values()), key=lambda d: d.name
+        )
+
+    @_store_call
+    async def live_count(self, scheduler: str) -> int:
+        return int(await self._redis.scard(self._key("live", scheduler)))
+
+    @_store_call
+    async def delete_scheduler(self, name: str, *, force: bool, now: datetime) -> list[str]:
+        """Remove a scheduler; with force, abort its live tasks first. Returns the aborted ids."""
+        reply = await self._run(
+            "delete_scheduler", name, "1" if force else "0", _epoch(now), self._retention_ms
+        )
+        if reply[0] == "gone":
+            raise UnknownScheduler(name)
+        if reply[0] == "busy":
+            raise SchedulerBusy(
+                f"scheduler {name!r} has {reply[1]} live tasks: wait for them, abort them, "
+                "or delete with ?force=true to abort them"
+            )
+        aborted: list[str] = reply[1]
+        return aborted
+
+    # Tasks: the client side
+
+    @_store_call
+    async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> None:
+        """Store new pending tasks atomically: all of them, or none if a scheduler is unknown."""
+        args: list[str] = [_epoch(now)]
+        for task in tasks:
+            args += [
+                str(task.id),
+                task.scheduler,
+                orjson.dumps(task.attributes).decode(),
+                _epoch(task.timeout),
+            ]
+        reply = await self._run("create", *args)
+        if reply[0] == "unknown_scheduler":
+            raise UnknownScheduler(reply[1])
+
+    @_store_call
+    async def discard(self, ids: Sequence[UUID]) -> None:
+        """Remove pending tasks whose messages were never confirmed (the caller got a 503)."""
+        await self._run("discard", *(str(i) for i in ids))
+
+    @_store_call
+    async def get(self, task_id: UUID) -> Task:
+        record: dict[str, str] = await self._redis.hgetall(self._key("task", str(task_id)))  # type: ignore[assignment]
+        if not record:
+            raise TaskNotFound(
+                f"task {task_id} does not exist or finished longer ago than the retention time"
+            )
+        return task_from_record(record)
+
+    @_store_call
+    async def abort(self, task_id: UUID, *, now: datetime) -> Task:
+        reply = await self._run("abort", str(task_id), _epoch(now), self._retention_ms)
+        if reply[0] == "gone":
+            raise TaskNotFound(
+                f"task {task_id} does not exist or finished longer ago than the retention time"
+            )
+        if reply[0] == "final":
+            raise TaskAlreadyFinished(
+                f"task {task_id} is already {reply[1]}: only a live task can be aborted"
+            )
+        return await self.get(task_id)
+
+    @_store_call
+    async def list_live(
+        self, *, scheduler: str | None, state: TaskState | None, limit: int, cursor: str | None
+    ) -> TaskPage:
+        """A page of at most ``limit`` live tasks, from a Redis SCAN of the live index.
+
+        The cursor is ``"<scan position>:<skip>"``: SCAN may return more than it was asked for
+        (small sets come back whole), so a page can end inside one SCAN batch and the next page
+        resumes there. Tasks that start or end while a client pages may be missed or repeated,
+        as with any SCAN. A page may hold fewer tasks (the state filter, tasks that just ended);
+        the listing is complete when ``next_cursor`` is None.
+        """
+        position, skip = _parse_cursor(cursor)
+        if scheduler is None:
+            next_position, members = await self._redis.zscan(self._key("deadlines"), position, count=limit)
+            batch = [str(member) for member, _ in members]
+        else:
+            next_position, found = await self._redis.sscan(
+                self._key("live", scheduler), position, count=limit
+            )
+            batch = [str(member) for member in found]
+        ids = batch[skip : skip + limit]
+        if skip + limit < len(batch):
+            next_cursor: str | None = f"{position}:{skip + limit}"
+        else:
+            next_cursor = None if int(next_position) == 0 else f"{int(next_position)}:0"
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self._key("task", task_id))
+        tasks = [task_from_record(r) for r in await pipe.execute() if r]
+        if state is not None:
+            tasks = [t for t in tasks if t.state == state]
+        return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+    # Tasks: the consumer side
+
+    @_store_call
+    async def claim(self, task_id: str, *, consumer: str, lease: float, max_attempts: int) -> Claim:
+        now = time.time()
+        reply = await self._run(
+            "claim", task_id, consumer, repr(now), repr(now + lease), max_attempts, self._retention_ms
+        )
+        outcome = ClaimOutcome(reply[0])
+        if outcome is ClaimOutcome.CLAIMED:
+            return Claim(outcome, task=task_from_record(_pairs(reply[1])))
+        return Claim(outcome, detail=reply[1] if len(reply) > 1 else "")
+
+    @_store_call
+    async def renew(self, task_ids: Sequence[str], *, consumer: str, lease: float) -> list[str]:
+        """Extend this consumer's leases; returns the ids it no longer holds."""
+        if not task_ids:
+            return []
+        lost: list[str] = await self._run("renew", consumer, repr(time.time() + lease), *task_ids)
+        return lost
+
+    @_store_call
+    async def finish(
+        self, task_id: str, *, consumer: str, state: TaskState, result: Any = None, error: str | None = None
+    ) -> TaskState | None:
+        """Record a final state. Returns None when written, else the state that was kept instead."""
+        result_json = "" if state is not TaskState.COMPLETE else orjson.dumps(result).decode()
+        reply = await self._run(
+            "finish",
+            task_id,
+            consumer,
+            state.value,
+            repr(time.time()),
+            self._retention_ms,
+            result_json,
+            error or "",
+        )
+        if reply == "ok":
+            return None
+        return TaskState(reply) if reply else TaskState.ABORTED
+
+    @_store_call
+    async def release(self, task_ids: Sequence[str], *, consumer: str) -> list[TaskRef]:
+        """Give up running tasks at shutdown: their leases lapse now and the attempt is not counted."""
+        if not task_ids:
+            return []
+        flat: list[str] = await self._run("release", consumer, *task_ids)
+        return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
+
+    # Tasks: the daemon side
+
+    @_store_call
+    async def lapsed(self, *, limit: int) -> list[TaskRef]:
+        flat: list[str] = await self._run("lapsed", repr(time.time()), limit)
+        return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
+
+    @_store_call
+    async def requeue(self, task_ids: Sequence[str]) -> int:
+        """Lapsed running -> pending, for tasks whose message was republished and confirmed."""
+        if not task_ids:
+            return 0
+        return int(await self._run("requeue", repr(time.time()), *task_ids))
+
+    @_store_call
+    async def expire_due(self, *, limit: int, now: float | None = None) -> list[Expired]:
+        flat: list[str] = await self._run(
+            "expire", repr(time.time() if now is None else now), limit, self._retention_ms
+        )
+        return [Expired(flat[i], flat[i + 1], TaskState(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+    @_store_call
+    async def live_deadline_count(self) -> int:
+        return int(await self._redis.zcard(self._key("deadlines")))
+
+    # Cancellation notices: a fast path only; consumers also learn of it from their heartbeats.
+
+    def cancel_channel(self) -> str:
+        return self._key("cancel")
+
+    async def notify_cancel(self, task_ids: Sequence[str]) -> None:
+        """Tell consumers to stop these tasks now (best effort: heartbeats catch what this misses)."""
+        if not task_ids:
+            return
+        try:
+            await self._redis.publish(self.cancel_channel(), " ".join(task_ids))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return
+
+    async def cancel_notices(self) -> AsyncIterator[list[str]]:
+        """Task ids as cancel notices arrive; an empty list first, once subscribed.
+
+        Raises StoreUnavailable when the subscription drops: notices sent meanwhile are lost,
+        which is why consumers also check their leases on every heartbeat.
+        """
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.cancel_channel())
+            yield []
+            async for message in pubsub.listen():
+                yield str(message["data"]).split()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    """``"<scan position>:<skip>"`` as two ints; a malformed cursor is the caller's 4xx."""
+    if not cursor:
+        return 0, 0
+    position, _, skip = cursor.partition(":")
+    try:
+        parsed = int(position), int(skip or 0)
+    except ValueError:
+        raise InvalidCursor(f"cursor {cursor!r} is not one this API returned") from None
+    if parsed[0] < 0 or parsed[1] < 0:
+        raise InvalidCursor(f"cursor {cursor!r} is not one this API returned")
+    return parsed

@@ -1,0 +1,62 @@
+"""`taskbroker dev`: the whole system in one process with no servers, as a newcomer first runs it."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.blocking_api import BlockingApi
+from tests.support.processes import ManagedProcess, Processes, process_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def serverless(key_prefix: str, tmp_path: Path) -> Iterator[Processes]:
+    """Processes whose environment names no Redis or RabbitMQ at all."""
+    env = process_env(key_prefix=key_prefix, redis_url=None, amqp_url=None)
+    assert not {"TASKBROKER_REDIS_URL", "TASKBROKER_AMQP_URL"} & set(env)
+    started = Processes(tmp_path, env)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def _start_dev(processes: Processes) -> tuple[ManagedProcess, str]:
+    dev = processes.start("dev", "dev", "--port", "0")
+    url = dev.wait_for_stdout(r"serving at (http://127\.0\.0\.1:\d+) on embedded").group(1)
+    return dev, url
+
+
+def test_dev_runs_an_echo_task_on_embedded_servers(serverless: Processes, http: httpx.Client) -> None:
+    _, url = _start_dev(serverless)
+    api = BlockingApi(http, url)
+
+    task = api.schedule(
+        "default", {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world", "n": 3}}
+    )
+    final = api.wait_for_state(task["id"])
+
+    assert final["state"] == "complete", final
+    assert final["result"] == {"hello": "world", "n": 3}
+    assert final["attempts"] == 1
+    assert [s["name"] for s in http.get(f"{url}/schedulers").json()] == ["default"]
+    assert http.get(f"{url}/ready").status_code == 200
+
+
+def test_dev_drains_its_consumer_and_exits_0_on_sigterm(serverless: Processes, http: httpx.Client) -> None:
+    dev, url = _start_dev(serverless)
+    api = BlockingApi(http, url)
+    task = api.schedule("default", {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 1}})
+    api.wait_for_state(task["id"], "running")
+
+    dev.send(signal.SIGTERM)
+
+    assert dev.wait() == 0, dev.describe()
+    assert dev.events("consumer.stopped"), f"the built-in consumer was not drained: {dev.describe()}"
+    assert [e["task_id"] for e in dev.events("task.complete")] == [task["id"]]

@@ -1,0 +1,238 @@
+"""The HTTP contract: what a client gets for bad input, and how schedulers are registered, listed
+and deleted. Every test runs on the real servers and on the embedded pair."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from taskbroker.backends import Backends
+from taskbroker.errors import QueueMissing
+from taskbroker.names import queue_name
+from taskbroker.settings import Settings
+from tests.support.inprocess import Api, running_consumer
+from tests.support.waiting import eventually
+
+ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
+
+
+def _in(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+async def _stored_task_keys(backends: Backends) -> list[str]:
+    return [k async for k in backends.store.redis.scan_iter(match=f"{backends.store.key_prefix}:task:*")]
+
+
+async def test_scheduling_on_an_unknown_scheduler_is_404_with_a_json_detail(
+    api: Api, backends: Backends
+) -> None:
+    response = await api.http.post("/task/schedule", json={"scheduler": "nosuch", "attributes": ECHO})
+
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert isinstance(detail, str)
+    assert "nosuch" in detail
+    assert await _stored_task_keys(backends) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"attributes": ECHO}, id="missing-scheduler"),
+        pytest.param({"scheduler": 42, "attributes": ECHO}, id="scheduler-not-a-string"),
+        pytest.param({"scheduler": "s", "attributes": "echo"}, id="attributes-not-an-object"),
+        pytest.param({"scheduler": "s", "attributes": ECHO, "timeout": "soon"}, id="timeout-not-a-date"),
+        pytest.param({"scheduler": "s", "attributes": ECHO, "priority": 1}, id="extra-field"),
+        pytest.param({"scheduler": "Bad Name!", "attributes": ECHO}, id="bad-scheduler-name"),
+        pytest.param([{"scheduler": "s"}], id="not-an-object"),
+    ],
+)
+async def test_schedule_request_with_wrong_shape_is_422(api: Api, body: Any) -> None:
+    await api.register("s")
+
+    response = await api.http.post("/task/schedule", json=body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+
+
+async def test_schedule_request_that_is_not_json_is_422(api: Api) -> None:
+    response = await api.http.post(
+        "/task/schedule", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422
+
+
+async def test_timeout_in_the_past_is_422_and_stores_nothing(api: Api, backends: Backends) -> None:
+    await api.register("s")
+
+    response = await api.http.post(
+        "/task/schedule", json={"scheduler": "s", "attributes": ECHO, "timeout": _in(-60)}
+    )
+
+    assert response.status_code == 422
+    assert "past" in response.text
+    assert await _stored_task_keys(backends) == []
+
+
+async def test_timeout_without_a_timezone_is_422(api: Api) -> None:
+    await api.register("s")
+    naive = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+
+    response = await api.http.post(
+        "/task/schedule", json={"scheduler": "s", "attributes": ECHO, "timeout": naive}
+    )
+
+    assert response.status_code == 422
+    assert "timezone" in response.text
+
+
+async def test_timeout_with_a_timezone_is_accepted_and_kept(api: Api) -> None:
+    await api.register("s")
+    timeout = datetime.now(UTC) + timedelta(hours=1)
+
+    task = await api.schedule("s", ECHO, expires=timeout)
+
+    assert datetime.fromisoformat(task["timeout"]) == timeout
+    assert datetime.fromisoformat((await api.task(task["id"]))["timeout"]) == timeout
+
+
+@pytest.mark.parametrize("path", ["/task/not-a-uuid", "/task/123"])
+async def test_task_id_that_is_not_a_uuid_is_422(api: Api, path: str) -> None:
+    assert (await api.http.get(path)).status_code == 422
+    assert (await api.http.post(f"{path}/abort")).status_code == 422
+
+
+async def test_unknown_task_id_is_404(api: Api) -> None:
+    response = await api.http.get(f"/task/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert isinstance(response.json()["detail"], str)
+
+
+async def test_scheduler_registration_is_201_then_200_for_the_same_definition_then_409(api: Api) -> None:
+    definition = {"name": "reg", "runtime": "inline", "description": "first"}
+
+    first = await api.http.post("/scheduler", json=definition)
+    again = await api.http.post("/scheduler", json=definition)
+    conflicting = await api.http.post("/scheduler", json={**definition, "description": "second"})
+
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["name"] == "reg"
+    assert conflicting.status_code == 409
+    assert "reg" in conflicting.json()["detail"]
+    assert (await api.scheduler("reg"))["description"] == "first"
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        pytest.param({"name": "Upper"}, id="uppercase"),
+        pytest.param({"name": "has space"}, id="space"),
+        pytest.param({"name": "-leading-dash"}, id="leading-dash"),
+        pytest.param({"name": "x" * 64}, id="too-long"),
+        pytest.param({"name": "ok", "runtime": "Not A Runtime"}, id="bad-runtime-name"),
+        pytest.param({"name": "ok", "colour": "red"}, id="extra-field"),
+    ],
+)
+async def test_bad_scheduler_definition_is_422(api: Api, definition: dict[str, Any]) -> None:
+    response = await api.http.post("/scheduler", json=definition)
+
+    assert response.status_code == 422, response.text
+    assert (await api.http.get("/schedulers")).json() == []
+
+
+async def test_bad_scheduler_name_in_a_path_is_422(api: Api) -> None:
+    assert (await api.http.get("/scheduler/Bad_Name")).status_code == 422
+    assert (await api.http.delete("/scheduler/Bad_Name")).status_code == 422
+
+
+async def test_schedulers_listing_shows_waiting_messages_and_consumers(
+    api: Api, settings: Settings, backends: Backends
+) -> None:
+    await api.register("listed")
+    await api.register("other")
+    for _ in range(3):
+        await api.schedule("listed", ECHO)
+
+    async def listing() -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in (await api.http.get("/schedulers")).json()}
+
+    async def three_waiting() -> dict[str, dict[str, Any]] | None:
+        rows = await listing()
+        return rows if rows["listed"]["messages"] == 3 else None
+
+    rows: dict[str, dict[str, Any]] | None = await eventually(three_waiting, what="3 messages waiting")
+    assert rows is not None
+    assert rows["listed"]["consumers"] == 0
+    assert rows["listed"]["live_tasks"] == 3
+    assert rows["other"]["messages"] == 0
+    assert rows["other"]["live_tasks"] == 0
+
+    # Park the consumer's one slot on a long task, so the counts are read while it is attached.
+    blocker = await api.schedule(
+        "listed", {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
+    )
+    async with running_consumer(settings, backends, "listed", concurrency=1):
+        await api.wait_for_state(blocker["id"], "running")
+
+        async def consumer_attached() -> dict[str, dict[str, Any]] | None:
+            rows = await listing()
+            return rows if rows["listed"]["consumers"] == 1 and rows["listed"]["live_tasks"] == 1 else None
+
+        rows = await eventually(consumer_attached, what="one consumer attached and the queue drained")
+        assert rows is not None
+        assert rows["listed"]["messages"] == 0
+        assert rows["other"]["consumers"] == 0
+        await api.http.post(f"/task/{blocker['id']}/abort")
+
+
+async def test_deleting_a_scheduler_with_live_tasks_is_409_without_force(
+    api: Api, backends: Backends
+) -> None:
+    await api.register("busy")
+    task = await api.schedule("busy", ECHO)
+
+    response = await api.http.delete("/scheduler/busy")
+
+    assert response.status_code == 409
+    assert "force" in response.json()["detail"]
+    assert (await api.task(task["id"]))["state"] == "pending"
+    assert (await api.scheduler("busy"))["live_tasks"] == 1
+
+
+async def test_force_deleting_a_scheduler_aborts_its_live_tasks_and_removes_its_queue(
+    api: Api, settings: Settings, backends: Backends
+) -> None:
+    await api.register("doomed")
+    tasks = [await api.schedule("doomed", ECHO) for _ in range(3)]
+
+    response = await api.http.delete("/scheduler/doomed", params={"force": "true"})
+
+    assert response.status_code == 204
+    for task in tasks:
+        final = await api.task(task["id"])
+        assert final["state"] == "aborted"
+        assert "deleted" in final["error"]
+    assert (await api.http.get("/scheduler/doomed")).status_code == 404
+    assert (await api.http.get("/schedulers")).json() == []
+    assert (await api.http.get("/tasks")).json()["tasks"] == []
+    # Scheduling onto it now is refused, and its queue is gone.
+    assert (
+        await api.http.post("/task/schedule", json={"scheduler": "doomed", "attributes": ECHO})
+    ).status_code == 404
+    with pytest.raises(QueueMissing):
+        await backends.broker.stats(queue_name(settings.key_prefix, "doomed"))
+
+
+async def test_deleting_an_idle_scheduler_is_204_and_an_unknown_one_404(api: Api) -> None:
+    await api.register("idle")
+
+    assert (await api.http.delete("/scheduler/idle")).status_code == 204
+    assert (await api.http.delete("/scheduler/idle")).status_code == 404

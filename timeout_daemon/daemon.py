@@ -1,0 +1,82 @@
+"""The sweep loop. Any number of replicas may run it: every step is an atomic compare-and-set in
+Redis, so two daemons never expire the same task twice, and a lapsed lease republished twice
+costs a duplicate message that claim() drops."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from taskbroker.errors import TaskbrokerError
+from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.models import TaskState
+from taskbroker.queue.base import QueueBroker
+from taskbroker.recovery import republish
+from taskbroker.settings import Settings
+from taskbroker.store import TaskStore
+
+log = structlog.get_logger("taskbroker.timeout_daemon")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    expired: int
+    requeued: int
+
+
+class TimeoutDaemon:
+    def __init__(
+        self, *, settings: Settings, store: TaskStore, broker: QueueBroker, batch: int = 1000
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._broker = broker
+        self._batch = batch
+        self.sweeps = 0
+
+    async def sweep(self) -> SweepReport:
+        """One pass: expire every due task (in batches), then republish tasks whose lease lapsed."""
+        expired = 0
+        while True:
+            batch = await self._store.expire_due(limit=self._batch)
+            expired += len(batch)
+            for item in batch:
+                log.info(
+                    "task.timeout",
+                    task_id=item.id,
+                    scheduler=item.scheduler,
+                    previous_state=item.previous_state,
+                )
+            running = [item.id for item in batch if item.previous_state is TaskState.RUNNING]
+            await self._store.notify_cancel(running)
+            if len(batch) < self._batch:
+                break
+        requeued = 0
+        while lapsed := await self._store.lapsed(limit=self._batch):
+            moved = await republish(self._store, self._broker, lapsed)
+            requeued += moved
+            for ref in lapsed:
+                log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
+            if len(lapsed) < self._batch or moved == 0:
+                break
+        self.sweeps += 1
+        return SweepReport(expired=expired, requeued=requeued)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every ``sweep_interval`` until ``stop``; a sweep in progress always completes."""
+        log.info("timeout_daemon.started", interval=self._settings.sweep_interval)
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                report = await self.sweep()
+                backoff.reset()
+                delay = self._settings.sweep_interval
+                if report.expired or report.requeued:
+                    log.info("timeout_daemon.swept", expired=report.expired, requeued=report.requeued)
+            except TaskbrokerError as exc:
+                delay = backoff.next_delay()
+                log.warning("timeout_daemon.sweep_failed", error=str(exc), retry_in=round(delay, 2))
+            await sleep_unless_stopped(stop, delay)
+        log.info("timeout_daemon.stopped")
