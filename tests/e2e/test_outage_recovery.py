@@ -1,0 +1,77 @@
+"""Consumers and the timeout daemon ride out RabbitMQ and Redis going away (a TCP proxy the test
+cuts): they keep running, reconnect, and every task runs once, with no second concurrent run."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import AMQP_URL, REDIS_URL, proxied_url
+from tests.support.blocking_api import BlockingApi
+from tests.support.processes import ManagedProcess, Processes
+from tests.support.recorder import Recording
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually_sync
+
+pytestmark = pytest.mark.e2e
+
+SCHEDULER = "outage"
+
+
+def _count_events(process: ManagedProcess, event: str, at_least: int) -> None:
+    eventually_sync(
+        lambda: len(process.events(event)) >= at_least, what=f"{process.name} to log {event} x{at_least}"
+    )
+
+
+def test_consumer_that_loses_rabbitmq_mid_task_finishes_it_once_and_resumes(
+    processes: Processes, http: httpx.Client, recording: Recording, amqp_proxy: TcpProxy
+) -> None:
+    _, url = processes.api()
+    api = BlockingApi(http, url)
+    api.register(SCHEDULER)
+    worker = processes.worker(
+        "worker", SCHEDULER, env={"TASKBROKER_AMQP_URL": proxied_url(AMQP_URL, amqp_proxy)}
+    )
+    running = api.schedule(SCHEDULER, recording.call("running", asynchronous=True, seconds=2))
+    eventually_sync(lambda: recording.starts("running"), what="the task to start")
+
+    amqp_proxy.cut()
+    _count_events(worker, "consumer.subscription_lost", 1)
+    queued_meanwhile = api.schedule(SCHEDULER, recording.call("queued-meanwhile"))
+    amqp_proxy.restore()
+    _count_events(worker, "consumer.subscribed", 2)
+
+    assert api.wait_for_state(running["id"])["state"] == "complete"
+    assert api.wait_for_state(queued_meanwhile["id"])["state"] == "complete"
+    assert recording.starts("running") == 1
+    assert recording.starts("queued-meanwhile") == 1
+    assert api.task(running["id"])["attempts"] == 1
+    assert worker.returncode is None
+
+
+def test_consumer_and_daemon_that_lose_redis_mid_task_record_the_outcome_once(
+    processes: Processes, http: httpx.Client, recording: Recording, redis_proxy: TcpProxy
+) -> None:
+    _, url = processes.api()
+    api = BlockingApi(http, url)
+    api.register(SCHEDULER)
+    through_proxy = {"TASKBROKER_REDIS_URL": proxied_url(REDIS_URL, redis_proxy)}
+    worker = processes.worker("worker", SCHEDULER, env=through_proxy)
+    daemon = processes.start("timeout-daemon", "timeout-daemon", env=through_proxy)
+    daemon.wait_for_event("timeout_daemon.started")
+    task = api.schedule(SCHEDULER, recording.call("through-outage", asynchronous=True, seconds=3))
+    eventually_sync(lambda: recording.starts("through-outage"), what="the task to start")
+
+    redis_proxy.cut()
+    _count_events(worker, "consumer.heartbeat_failed", 1)
+    _count_events(daemon, "timeout_daemon.sweep_failed", 1)
+    redis_proxy.restore()
+
+    assert api.wait_for_state(task["id"])["state"] == "complete"
+    assert recording.starts("through-outage") == 1
+    assert api.task(task["id"])["attempts"] == 1
+    after = api.schedule(SCHEDULER, recording.call("after-outage"))
+    assert api.wait_for_state(after["id"])["state"] == "complete"
+    assert worker.returncode is None
+    assert daemon.returncode is None
