@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pika
@@ -107,11 +108,11 @@ def test_task_longer_than_the_consumer_timeout_completes_once_on_a_surviving_cha
     long_task = api.schedule(SCHEDULER, recording.call("long", asynchronous=True, seconds=LONG_TASK_SECONDS))
     eventually_sync(lambda: recording.starts("long"), what="the long task to start")
 
-    short_tasks = []
+    short_tasks: list[dict[str, Any]] = []
 
     def long_task_final_while_traffic_flows() -> bool:
         short_tasks.append(api.schedule(SCHEDULER, recording.call(f"short-{len(short_tasks)}")))
-        return api.task(long_task["id"])["state"] != "running"
+        return bool(api.task(long_task["id"])["state"] != "running")
 
     eventually_sync(long_task_final_while_traffic_flows, what="the long task to end", interval=0.2)
 
