@@ -10,7 +10,9 @@ The order of steps is what makes the guarantees (README, "Delivery guarantee"):
    the task safe, so a task may run for hours without holding a delivery open.
 3. Heartbeats renew the leases; a task whose lease this consumer no longer holds (aborted,
    timed out, taken over) is cancelled through the runtime. Cancel notices published by the API
-   and the daemon make that immediate; the heartbeat is the backstop.
+   and the daemon make that immediate; the heartbeat is the backstop. A consumer cut off from
+   Redis cannot renew, so it fences itself: it cancels a run before that run's lease can lapse,
+   so another consumer that takes the task over never runs it at the same time.
 4. ``finish`` records the outcome only if the lease is still this consumer's.
 """
 
@@ -47,6 +49,8 @@ def new_consumer_id() -> str:
 @dataclass
 class _Run:
     task: Task
+    lease_until: float
+    """Epoch seconds by which this run's lease lapses unless renewed (an early estimate)."""
     ended: bool = False
     cancel_reason: str | None = None
     log: Any = field(default=None)
@@ -91,6 +95,7 @@ class Consumer:
         runners = [asyncio.create_task(self._runner(), name=f"runner-{i}") for i in range(self._concurrency)]
         background = [
             asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
+            asyncio.create_task(self._fence(), name="fence"),
             asyncio.create_task(self._listen_for_cancels(stop), name="cancel-listener"),
             asyncio.create_task(self._return_stale_deliveries(stop), name="hold-limit"),
         ]
@@ -185,6 +190,7 @@ class Consumer:
             delivery.ack()
             self._log.warning("task.dropped", reason="message is not a task id", body=task_id[:80])
             return
+        claimed_at = time.time()
         claim = await self._store.claim(
             task_id,
             consumer=self.consumer_id,
@@ -197,11 +203,15 @@ class Consumer:
             event = "task.gave_up" if claim.outcome is ClaimOutcome.EXHAUSTED else "task.dropped"
             self._log.info(event, task_id=task_id, reason=claim.outcome.value, state=claim.detail or None)
             return
-        await self._execute(claim.task)
+        await self._execute(claim.task, lease_until=claimed_at + self._settings.lease)
 
-    async def _execute(self, task: Task) -> None:
+    async def _execute(self, task: Task, *, lease_until: float) -> None:
         key = str(task.id)
-        run = _Run(task, log=self._log.bind(task_id=key, attempt=task.attempts))
+        run = _Run(
+            task,
+            lease_until=lease_until,
+            log=self._log.bind(task_id=key, scheduler=self._scheduler, attempt=task.attempts),
+        )
         self._runs[key] = run
         run.log.info("task.started")
         try:
@@ -260,7 +270,11 @@ class Consumer:
     # Leases
 
     async def _check_leases(self, task_ids: list[str]) -> None:
+        renewed_at = time.time()
         lost = await self._store.renew(task_ids, consumer=self.consumer_id, lease=self._settings.lease)
+        for task_id in set(task_ids) - set(lost):
+            if (run := self._runs.get(task_id)) is not None:
+                run.lease_until = renewed_at + self._settings.lease
         for task_id in lost:
             await self._cancel(task_id, reason="no longer ours: aborted, timed out or taken over")
 
@@ -274,9 +288,26 @@ class Consumer:
                 if (not r.ended and r.cancel_reason is None) or r.cancel_reason == "shutdown"
             ]
             try:
-                await self._check_leases(held)
-            except StoreUnavailable as exc:
-                self._log.warning("consumer.heartbeat_failed", error=str(exc), running=len(held))
+                # Bounded, so a hung connection cannot stall the heartbeat past the fence below.
+                await asyncio.wait_for(self._check_leases(held), timeout=self._settings.heartbeat_interval)
+            except (StoreUnavailable, TimeoutError) as exc:
+                self._log.warning(
+                    "consumer.heartbeat_failed", error=str(exc) or "timed out", running=len(held)
+                )
+
+    async def _fence(self) -> None:
+        """Cancel runs whose leases are about to lapse unrenewed (Redis unreachable): once a lease
+        lapses another consumer may take the task over, and one run at a time beats finishing
+        this one. The task runs again, as after a crash. Assumes clocks synchronised (NTP) to
+        well within a heartbeat interval."""
+        margin = self._settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(margin / 2)
+            now = time.time()
+            for key, run in list(self._runs.items()):
+                if not run.ended and run.cancel_reason is None and now >= run.lease_until - margin:
+                    run.log.warning("task.fenced", lease_until=round(run.lease_until, 3))
+                    await self._cancel(key, reason="its lease could not be renewed: Redis unreachable")
 
     async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
         backoff = Backoff()

@@ -89,6 +89,7 @@ def test_sigterm_past_the_grace_period_hands_the_task_back_without_counting_the_
     events = recording.events("long")
     assert [(e.event, e.run, e.pid) for e in events] == [
         ("start", 1, first.pid),
+        ("cancelled", 1, first.pid),
         ("start", 2, second.pid),
         ("end", 2, second.pid),
     ]

@@ -98,14 +98,19 @@ async def arecord(
     redis_url: str | None = None,
     prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Record a run of ``tag`` (cancellable sleep: a cancelled run leaves a start without an end)."""
+    """Record a run of ``tag`` (cancellable sleep: a cancelled run records ``cancelled``, not ``end``,
+    and does not count in ``ends``)."""
     url, key_prefix = _where(redis_url, prefix)
     events, starts, ends = _keys(key_prefix, tag)
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         run = int(await client.incr(starts))
         await client.rpush(events, _event(tag, "start", run))
-        await asyncio.sleep(_pause(run, seconds, first_run_seconds))
+        try:
+            await asyncio.sleep(_pause(run, seconds, first_run_seconds))
+        except asyncio.CancelledError:
+            await client.rpush(events, _event(tag, "cancelled", run))
+            raise
         await client.incr(ends)
         await client.rpush(events, _event(tag, "end", run))
     finally:
