@@ -75,3 +75,35 @@ def test_consumer_and_daemon_that_lose_redis_mid_task_record_the_outcome_once(
     assert api.wait_for_state(after["id"])["state"] == "complete"
     assert worker.returncode is None
     assert daemon.returncode is None
+
+
+def test_consumer_cut_off_from_redis_past_its_lease_stops_its_run_before_another_takes_over(
+    processes: Processes, http: httpx.Client, recording: Recording, redis_proxy: TcpProxy
+) -> None:
+    _, url = processes.api()
+    api = BlockingApi(http, url)
+    api.register(SCHEDULER)
+    lease = {"TASKBROKER_LEASE": "2"}
+    isolated = processes.worker(
+        "isolated", SCHEDULER, env={**lease, "TASKBROKER_REDIS_URL": proxied_url(REDIS_URL, redis_proxy)}
+    )
+    task = api.schedule(
+        SCHEDULER, recording.call("fenced", asynchronous=True, first_run_seconds=3600, seconds=0)
+    )
+    eventually_sync(lambda: recording.starts("fenced"), what="the first run to start")
+    healthy = processes.worker("healthy", SCHEDULER, env=lease)
+    processes.timeout_daemon()
+
+    redis_proxy.cut()  # the isolated consumer can no longer renew its lease
+    final = api.wait_for_state(task["id"])
+    redis_proxy.restore()
+
+    assert final["state"] == "complete", final
+    assert final["attempts"] == 2
+    assert isolated.events("task.fenced"), isolated.describe()
+    first_start, first_stop, second_start, second_end = recording.events("fenced")
+    assert (first_start.event, first_start.pid) == ("start", isolated.pid)
+    assert (first_stop.event, first_stop.pid) == ("cancelled", isolated.pid)
+    assert (second_start.event, second_start.pid) == ("start", healthy.pid)
+    assert second_end.event == "end"
+    assert first_stop.at < second_start.at, "the second run began before the first was stopped"

@@ -1,0 +1,262 @@
+"""The test that proves the guarantees: tasks keep flowing while consumers are SIGKILLed and
+replaced, RabbitMQ and Redis connections are cut, and two timeout daemons run. At the end every
+accepted task is final, none is lost, and no task ever had two runs at the same time.
+
+`.ci/run` runs the bounded variant (2,000 tasks); `pytest -m soak` runs a longer one.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import redis
+
+from taskbroker.settings import Settings
+from tests.conftest import AMQP_URL, REDIS_URL, proxied_url
+from tests.support.blocking_api import FINAL_STATES, BlockingApi
+from tests.support.processes import ManagedProcess, Processes
+from tests.support.recorder import Event, Recording
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually_sync
+
+SCHEDULERS = ("chaos-a", "chaos-b")
+REPLICAS = ("chaos-a", "chaos-a", "chaos-b")  # three consumers over the two schedulers
+BATCH = 50
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: int
+    chaos_seconds: float
+    schedule_seconds: float = 12.0  # the client offers its batches over this window
+    kill_every: float = 1.0
+    amqp_cut: tuple[float, float] = (3.0, 6.0)  # seconds into the chaos: cut, restore
+    redis_cut: tuple[float, float] = (9.0, 12.0)
+
+
+@dataclass
+class Ledger:
+    """What the test did and what the API accepted, for the final accounting."""
+
+    accepted: dict[str, str] = field(default_factory=dict)  # task id -> recorder tag
+    rejected_batches: int = 0
+    unknown_batches: int = 0
+    killed_at: dict[int, float] = field(default_factory=dict)  # pid -> when it was SIGKILLed
+    started_workers: int = 0
+
+
+def _schedule_all(api: BlockingApi, recording: Recording, plan: Plan, ledger: Ledger) -> None:
+    """Schedule in batches like a client would: retry a 503 (nothing was stored), and count a
+    batch whose answer never came as unknown (its tasks may exist, but were never accepted)."""
+    rng = random.Random(7)
+    began = time.monotonic()
+    batches = -(-plan.tasks // BATCH)
+    for number, start in enumerate(range(0, plan.tasks, BATCH)):
+        # Offer the batches evenly over the scheduling window, so some meet the cuts.
+        time.sleep(max(0.0, began + number * plan.schedule_seconds / batches - time.monotonic()))
+        scheduler = SCHEDULERS[(start // BATCH) % len(SCHEDULERS)]
+        tags = [f"t{n}" for n in range(start, min(start + BATCH, plan.tasks))]
+        calls = [recording.call(tag, asynchronous=True, seconds=rng.uniform(0.02, 0.2)) for tag in tags]
+        body = {"tasks": [{"scheduler": scheduler, "attributes": call} for call in calls]}
+        while True:
+            try:
+                response = api.http.post(f"{api.url}/task/schedule/batch", json=body, timeout=15)
+            except httpx.TransportError:
+                ledger.unknown_batches += 1
+                break
+            if response.status_code == 201:
+                for task, tag in zip(response.json()["tasks"], tags, strict=True):
+                    ledger.accepted[task["id"]] = tag
+                break
+            assert response.status_code == 503, response.text
+            ledger.rejected_batches += 1
+            time.sleep(0.2)  # a client's backoff before retrying the 503
+
+
+def _start_worker(processes: Processes, scheduler: str, ledger: Ledger) -> ManagedProcess:
+    """Not awaited: a replacement may start while a server is cut off, as in production."""
+    ledger.started_workers += 1
+    return processes.start(
+        f"worker-{ledger.started_workers}",
+        "worker",
+        "--scheduler",
+        scheduler,
+        "--concurrency",
+        "4",
+        "--allow",
+        "tests.support.recorder",
+    )
+
+
+def _final_states(settings: Settings, ids: list[str]) -> dict[str, dict[str, str]]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(f"{settings.key_prefix}:task:{task_id}", "state", "error", "attempts")
+        found = pipe.execute()
+    finally:
+        client.close()
+    return {
+        task_id: {"state": state, "error": error or "", "attempts": attempts}
+        for task_id, (state, error, attempts) in zip(ids, found, strict=True)
+        if state is not None
+    }
+
+
+def _overlaps(events: list[Event], killed_at: dict[int, float]) -> list[str]:
+    """Runs of one task whose lifetimes intersect. A run ends at its end or cancelled event, or
+    when its process was SIGKILLed."""
+    starts: dict[tuple[str, int], Event] = {}
+    stops: dict[tuple[str, int], float] = {}
+    for event in events:
+        key = (event.tag, event.run)
+        if event.event == "start":
+            starts[key] = event
+        else:
+            stops[key] = event.at
+    intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    problems = []
+    for key, start in starts.items():
+        stop = stops.get(key, killed_at.get(start.pid))
+        if stop is None:
+            problems.append(f"{key}: started in pid {start.pid}, which neither ended it nor was killed")
+            continue
+        intervals[start.tag].append((start.at, stop, start.run))
+    for tag, runs in intervals.items():
+        runs.sort()
+        latest_stop, latest_run = runs[0][1], runs[0][2]
+        for start_at, stop_at, run in runs[1:]:
+            if start_at < latest_stop:
+                problems.append(f"{tag}: run {run} started while run {latest_run} still ran")
+            if stop_at > latest_stop:
+                latest_stop, latest_run = stop_at, run
+    return problems
+
+
+def _run_chaos(
+    plan: Plan,
+    processes: Processes,
+    http: httpx.Client,
+    recording: Recording,
+    settings: Settings,
+    redis_proxy: TcpProxy,
+    amqp_proxy: TcpProxy,
+) -> None:
+    processes.env.update(
+        TASKBROKER_REDIS_URL=proxied_url(REDIS_URL, redis_proxy),
+        TASKBROKER_AMQP_URL=proxied_url(AMQP_URL, amqp_proxy),
+        TASKBROKER_LEASE="2",
+        TASKBROKER_MAX_ATTEMPTS="5",
+    )
+    _, url = processes.api()
+    api = BlockingApi(http, url)
+    for scheduler in SCHEDULERS:
+        api.register(scheduler)
+    daemons = [processes.timeout_daemon("daemon-a"), processes.timeout_daemon("daemon-b")]
+    ledger = Ledger()
+    workers = [_start_worker(processes, scheduler, ledger) for scheduler in REPLICAS]
+    for worker in workers:
+        worker.wait_for_event("consumer.subscribed")
+
+    client = threading.Thread(target=_schedule_all, args=(api, recording, plan, ledger), daemon=True)
+    client.start()
+    rng = random.Random(11)
+    began = time.monotonic()
+    next_kill = plan.kill_every
+    cuts = [
+        (plan.amqp_cut[0], amqp_proxy.cut),
+        (plan.amqp_cut[1], amqp_proxy.restore),
+        (plan.redis_cut[0], redis_proxy.cut),
+        (plan.redis_cut[1], redis_proxy.restore),
+    ]
+    while (elapsed := time.monotonic() - began) < plan.chaos_seconds:
+        while cuts and cuts[0][0] <= elapsed:
+            cuts.pop(0)[1]()
+        if elapsed >= next_kill:
+            victim = workers.pop(rng.randrange(len(workers)))
+            ledger.killed_at[victim.pid] = time.time()
+            victim.send(signal.SIGKILL)
+            workers.append(_start_worker(processes, victim.args[2], ledger))
+            next_kill += plan.kill_every
+        time.sleep(0.05)  # the chaos schedule's clock tick, not a wait for an event
+    for _, action in cuts:  # a plan shorter than its cuts still ends with both servers back
+        action()
+    client.join(timeout=300)
+    assert not client.is_alive(), "the scheduling client never finished"
+
+    ids = list(ledger.accepted)
+
+    def all_final() -> bool:
+        states = _final_states(settings, ids)
+        return len(states) == len(ids) and all(s["state"] in FINAL_STATES for s in states.values())
+
+    eventually_sync(all_final, what="every accepted task to reach a final state", deadline=300, interval=0.5)
+
+    final = _final_states(settings, ids)
+    states = Counter(s["state"] for s in final.values())
+    events = recording.events()
+    ended_tags = {e.tag for e in events if e.event == "end"}
+    runs = Counter(e.tag for e in events if e.event == "start")
+    fenced = sum(len(w.events("task.fenced")) for w in processes_started(processes))
+    print(
+        f"\nchaos: {plan.tasks} tasks offered, {len(ids)} accepted "
+        f"({ledger.rejected_batches} batches retried after 503, {ledger.unknown_batches} unanswered); "
+        f"final states {dict(states)}; {sum(runs.values())} runs, "
+        f"{sum(1 for n in runs.values() if n > 1)} tasks ran more than once; "
+        f"{len(ledger.killed_at)} consumers SIGKILLed, {ledger.started_workers} started; "
+        f"{fenced} runs fenced during the Redis cut; daemons alive: "
+        f"{sum(d.returncode is None for d in daemons)}"
+    )
+    assert len(final) == len(ids), "accepted tasks missing from Redis: lost"
+    assert set(states) <= {"complete", "failed"}, states
+    for task_id, state in final.items():
+        if state["state"] == "failed":
+            assert "gave up after" in state["error"], (task_id, state)
+        else:
+            assert ledger.accepted[task_id] in ended_tags, f"{task_id} complete but its run never ended"
+    assert _overlaps(events, ledger.killed_at) == []
+    assert all(d.returncode is None for d in daemons), [d.describe() for d in daemons]
+    assert len(ids) >= plan.tasks - BATCH * ledger.unknown_batches
+
+
+def processes_started(processes: Processes) -> list[ManagedProcess]:
+    return list(processes._started)
+
+
+@pytest.mark.e2e
+@pytest.mark.chaos
+def test_chaos_2000_tasks_none_lost_none_run_twice_at_once(
+    processes: Processes,
+    http: httpx.Client,
+    recording: Recording,
+    settings: Settings,
+    redis_proxy: TcpProxy,
+    amqp_proxy: TcpProxy,
+) -> None:
+    _run_chaos(
+        Plan(tasks=2_000, chaos_seconds=15), processes, http, recording, settings, redis_proxy, amqp_proxy
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.soak
+def test_soak_20000_tasks_under_chaos(
+    processes: Processes,
+    http: httpx.Client,
+    recording: Recording,
+    settings: Settings,
+    redis_proxy: TcpProxy,
+    amqp_proxy: TcpProxy,
+) -> None:
+    plan = Plan(
+        tasks=20_000, chaos_seconds=120, schedule_seconds=100, amqp_cut=(20.0, 30.0), redis_cut=(60.0, 70.0)
+    )
+    _run_chaos(plan, processes, http, recording, settings, redis_proxy, amqp_proxy)
