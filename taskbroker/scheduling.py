@@ -17,12 +17,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask, TaskStore
+
+log = structlog.get_logger("taskbroker.scheduling")
 
 
 class TaskRequest:
@@ -63,6 +67,8 @@ async def schedule_tasks(
         with contextlib.suppress(StoreUnavailable):
             await store.discard([t.id for t in new])
         raise
+    for task in new:
+        log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
     return [
         Task(
             id=t.id,

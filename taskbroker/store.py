@@ -86,6 +86,9 @@ class Expired:
     id: str
     scheduler: str
     previous_state: TaskState
+    attempts: int = 0
+    consumer: str | None = None
+    """The lease owner of a task that timed out while running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +383,10 @@ class TaskStore:
         flat: list[str] = await self._run(
             "expire", repr(time.time() if now is None else now), limit, self._retention_ms
         )
-        return [Expired(flat[i], flat[i + 1], TaskState(flat[i + 2])) for i in range(0, len(flat), 3)]
+        return [
+            Expired(flat[i], flat[i + 1], TaskState(flat[i + 2]), int(flat[i + 3]), flat[i + 4] or None)
+            for i in range(0, len(flat), 5)
+        ]
 
     @_store_call
     async def live_deadline_count(self) -> int:

@@ -48,6 +48,8 @@ class TimeoutDaemon:
                     task_id=item.id,
                     scheduler=item.scheduler,
                     previous_state=item.previous_state,
+                    attempt=item.attempts,
+                    consumer=item.consumer,
                 )
             running = [item.id for item in batch if item.previous_state is TaskState.RUNNING]
             await self._store.notify_cancel(running)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import structlog
 from fastapi import APIRouter, Query, status
 
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
@@ -12,6 +13,8 @@ from api.schemas import BatchScheduleRequest, ErrorBody, ScheduleRequest, TaskLi
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule_tasks
+
+log = structlog.get_logger("taskbroker.api")
 
 router = APIRouter(tags=["tasks"])
 
@@ -77,4 +80,5 @@ async def abort_task(task_id: UUID, store: StoreDep) -> Task:
     """Abort a live task: a pending one never runs, a running one is cancelled by its consumer."""
     task = await store.abort(task_id, now=utcnow())
     await store.notify_cancel([str(task_id)])
+    log.info("task.aborted", task_id=str(task_id), scheduler=task.scheduler, attempt=task.attempts)
     return task
