@@ -9,10 +9,12 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import health, schedulers, tasks
+from api.limits import BodySizeLimit
+from api.routers import health, schedulers, tasks, tokens
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.settings import Settings
+from taskbroker.tokens import TokenStore
 
 log = structlog.get_logger("taskbroker.api")
 
@@ -39,7 +41,10 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     )
     app.state.settings = settings
     app.state.backends = backends
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
     install_error_handlers(app)
-    for router in (tasks.router, schedulers.router, health.router):
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (tasks.router, schedulers.router, tokens.router, health.router):
         app.include_router(router)
     return app

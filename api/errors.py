@@ -18,6 +18,7 @@ from taskbroker.errors import (
     TaskNotFound,
     UnknownScheduler,
 )
+from taskbroker.logs import redact_text
 
 log = structlog.get_logger("taskbroker.api")
 
@@ -42,11 +43,17 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
         if status >= 500:
             log.warning("api.unavailable", path=request.url.path, error=str(exc))
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        # Server errors can quote a library's message; never let a URL's password through.
+        return JSONResponse({"detail": redact_text(str(exc))}, status_code=status, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("api.internal_error", path=request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error: the server logged it"}, status_code=500)
 
+    async def on_too_deep(request: Request, exc: Exception) -> JSONResponse:
+        # json.loads recurses: a body nested thousands of levels deep must be a 4xx, not a crash.
+        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
+
+    app.add_exception_handler(RecursionError, on_too_deep)
     app.add_exception_handler(TaskbrokerError, on_taskbroker_error)
     app.add_exception_handler(Exception, on_unexpected)

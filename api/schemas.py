@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskbroker.models import AwareDatetime, SchedulerName, Task, utcnow
+from taskbroker.tokens import Role, TokenRecord
 
 MAX_BATCH = 1000
 
@@ -64,3 +65,33 @@ class ErrorBody(BaseModel):
 class ReadyStatus(BaseModel):
     redis: str
     rabbitmq: str
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, unknown, revoked or expired token"},
+    403: {"model": ErrorBody, "description": "The token's role or scheduler list does not allow this"},
+}
+
+
+class TokenRequest(BaseModel):
+    """What `POST /token` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    name: str = Field(default="", max_length=200)
+    schedulers: list[SchedulerName] | None = Field(
+        default=None, max_length=1000, description="Limit the token to these schedulers; null: all."
+    )
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= utcnow():
+            raise ValueError("expires_at is in the past")
+        return value
+
+
+class CreatedToken(TokenRecord):
+    token: str = Field(description="The token itself. Shown this once only: store it now.")

@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -18,9 +21,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from taskbroker.backends import redis_client
 from taskbroker.client import ApiError, Client
+from taskbroker.errors import StoreUnavailable
 from taskbroker.logs import configure_logging
+from taskbroker.models import utcnow
 from taskbroker.settings import Settings
+from taskbroker.tokens import Role, TokenRecord, TokenStore
 
 app = typer.Typer(
     help="taskbroker: a distributed task broker. Run `taskbroker dev` to try it on one machine.",
@@ -32,6 +39,15 @@ err = Console(stderr=True)
 UrlOption = Annotated[
     str,
     typer.Option("--url", envvar="TASKBROKER_URL", help="Base URL of the taskbroker API."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="TASKBROKER_TOKEN",
+        help="API token (prefer the TASKBROKER_TOKEN variable: options show up in process lists).",
+        show_default=False,
+    ),
 ]
 
 
@@ -183,6 +199,7 @@ def _print_json(data: Any) -> None:
 def schedule(
     scheduler: Annotated[str, typer.Argument(help="Scheduler to run the task.")],
     url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
     function: Annotated[
         str | None, typer.Option(help="Inline callable as module:function, e.g. runtimes.builtin:echo.")
     ] = None,
@@ -207,7 +224,7 @@ def schedule(
     if kwarg:
         body["kwargs"] = _key_values(kwarg, "--kwarg")
     try:
-        with Client(url) as client:
+        with Client(url, token=token) as client:
             task = client.schedule(scheduler, body, timeout)
             if wait:
                 with err.status(f"waiting for task {task.id}..."):
@@ -222,11 +239,13 @@ def schedule(
 
 @app.command()
 def task(
-    task_id: Annotated[str, typer.Argument(help="Task id.")], url: UrlOption = "http://127.0.0.1:8000"
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
 ) -> None:
     """Print one task."""
     try:
-        with Client(url) as client:
+        with Client(url, token=token) as client:
             _print_json(client.get(task_id).model_dump(mode="json"))
     except (ApiError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")
@@ -234,10 +253,10 @@ def task(
 
 
 @app.command()
-def schedulers(url: UrlOption = "http://127.0.0.1:8000") -> None:
+def schedulers(url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = None) -> None:
     """List schedulers with queue depth and consumers: what operators scale by."""
     try:
-        with Client(url) as client:
+        with Client(url, token=token) as client:
             rows = client.schedulers()
     except (ApiError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")
@@ -253,3 +272,94 @@ def schedulers(url: UrlOption = "http://127.0.0.1:8000") -> None:
             s.description,
         )
     Console().print(table)
+
+
+# Token management, straight against Redis (for operators: no API token is needed to bootstrap)
+
+token_app = typer.Typer(
+    help="Create, list and revoke API tokens, directly in Redis (TASKBROKER_REDIS_URL). Admins can "
+    "do the same over HTTP: POST /token, GET /tokens, DELETE /token/{id}.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _expiry(expires: str | None) -> datetime | None:
+    if expires is None:
+        return None
+    match = _DURATION.match(expires)
+    if match is None:
+        err.print(f"[red]--expires takes a duration like 30d, 12h, 90m or 3600s; got {expires!r}[/red]")
+        raise typer.Exit(2)
+    return utcnow() + timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+async def _with_tokens(settings: Settings, action: Callable[[TokenStore], Awaitable[Any]]) -> Any:
+    client = redis_client(settings.redis_url)
+    try:
+        return await action(TokenStore(client, settings.key_prefix, admin_token=None))
+    finally:
+        await client.aclose()
+
+
+def _token_call(settings: Settings, action: Callable[[TokenStore], Awaitable[Any]]) -> Any:
+    try:
+        return asyncio.run(_with_tokens(settings, action))
+    except StoreUnavailable as exc:
+        err.print(f"[red]{exc}: is TASKBROKER_REDIS_URL right?[/red]")
+        raise typer.Exit(1) from exc
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="admin, client or worker.")],
+    scheduler: Annotated[
+        list[str] | None, typer.Option(help="Limit the token to this scheduler; repeatable. Default: all.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label for people: who or what uses the token.")] = "",
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime such as 30d, 12h or 90m. Default: no expiry.")
+    ] = None,
+) -> None:
+    """Create a token and print it. It is shown this once only: only its hash is stored."""
+    settings = _settings()
+    expires_at = _expiry(expires)
+    record, token = _token_call(
+        settings,
+        lambda tokens: tokens.create(
+            role=role, name=name, schedulers=scheduler or None, expires_at=expires_at
+        ),
+    )
+    _print_json({**record.model_dump(mode="json"), "token": token})
+    err.print("Store the token now: it cannot be shown again.")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    settings = _settings()
+    records: list[TokenRecord] = _token_call(settings, lambda tokens: tokens.list())
+    table = Table("id", "role", "name", "schedulers", "created", "expires")
+    for r in records:
+        table.add_row(
+            r.id,
+            r.role.value,
+            r.name,
+            "all" if r.schedulers is None else ", ".join(r.schedulers),
+            r.created_at.isoformat(timespec="seconds"),
+            "never" if r.expires_at is None else r.expires_at.isoformat(timespec="seconds"),
+        )
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (see `token list`).")]) -> None:
+    """Revoke a token: every API replica refuses it from now on."""
+    settings = _settings()
+    if not _token_call(settings, lambda tokens: tokens.revoke(token_id)):
+        err.print(f"[red]no token with id {token_id!r}[/red]")
+        raise typer.Exit(1)
+    err.print(f"revoked {token_id}")

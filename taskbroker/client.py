@@ -21,8 +21,9 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> Client:
         return self

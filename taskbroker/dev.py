@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+from collections.abc import Callable
 
 import structlog
+from pydantic import SecretStr
 
 from api.app import create_app
 from api.server import DrainingServer, draining_server
@@ -29,7 +32,7 @@ def uses_embedded_backends() -> bool:
     return not (os.environ.get("TASKBROKER_REDIS_URL") or os.environ.get("TASKBROKER_AMQP_URL"))
 
 
-def banner(url: str, embedded: bool) -> str:
+def banner(url: str, embedded: bool, admin_token: str, generated: bool) -> str:
     example = json.dumps(
         {
             "scheduler": DEFAULT_SCHEDULER,
@@ -41,16 +44,29 @@ def banner(url: str, embedded: bool) -> str:
         if embedded
         else "configured Redis and RabbitMQ"
     )
+    token_line = (
+        f"Admin token (generated for this run; set TASKBROKER_ADMIN_TOKEN to choose one): {admin_token}"
+        if generated
+        else "Admin token: the one in TASKBROKER_ADMIN_TOKEN"
+    )
     return (
         f"\ntaskbroker dev is serving at {url} on {backends}.\n"
+        f"{token_line}\n"
         f"Scheduler '{DEFAULT_SCHEDULER}' (inline) has a consumer. Try:\n\n"
-        f"  curl -s -X POST {url}/task/schedule -H 'Content-Type: application/json' -d '{example}'\n"
-        f"  curl -s {url}/task/<id from the answer>\n\n"
+        f"  export TASKBROKER_TOKEN={admin_token if generated else '$TASKBROKER_ADMIN_TOKEN'}\n"
+        f'  curl -s -X POST {url}/task/schedule -H "Authorization: Bearer $TASKBROKER_TOKEN" \\\n'
+        f"       -H 'Content-Type: application/json' -d '{example}'\n"
+        f'  curl -s -H "Authorization: Bearer $TASKBROKER_TOKEN" {url}/task/<id from the answer>\n\n'
         f"API docs: {url}/docs   Stop: Ctrl-C\n"
     )
 
 
 async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: int) -> None:
+    generated = settings.admin_token is None
+    if generated:
+        settings = settings.model_copy(update={"admin_token": SecretStr(secrets.token_urlsafe(32))})
+    assert settings.admin_token is not None
+    admin_token = settings.admin_token.get_secret_value()
     embedded = uses_embedded_backends()
     backends: Backends = (
         embedded_backends(settings) if embedded else real_backends(settings, connection_name="taskbroker-dev")
@@ -75,7 +91,11 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
 
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host=host, port=port)
-    announce = asyncio.create_task(_announce_when_started(server, host, port, embedded))
+
+    def banner_for(url: str) -> str:
+        return banner(url, embedded, admin_token, generated)
+
+    announce = asyncio.create_task(_announce_when_started(server, host, port, banner_for))
     try:
         await server.serve()  # returns on SIGINT / SIGTERM
     finally:
@@ -85,11 +105,13 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
         await backends.close()
 
 
-async def _announce_when_started(server: DrainingServer, host: str, port: int, embedded: bool) -> None:
+async def _announce_when_started(
+    server: DrainingServer, host: str, port: int, banner_for: Callable[[str], str]
+) -> None:
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
         await asyncio.sleep(0.05)
     bound_port = port
     if server.servers and server.servers[0].sockets:
         bound_port = server.servers[0].sockets[0].getsockname()[1]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print(banner(f"http://{shown_host}:{bound_port}", embedded), flush=True)
+    print(banner_for(f"http://{shown_host}:{bound_port}"), flush=True)

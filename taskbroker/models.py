@@ -54,6 +54,8 @@ class Task(BaseModel):
     attempts: int = 0
     result: Any = None
     error: str | None = None
+    owner: str | None = None
+    """The id of the API token that scheduled the task: clients see and abort only their own."""
 
 
 class SchedulerDefinition(BaseModel):

@@ -32,12 +32,15 @@ log = structlog.get_logger("taskbroker.scheduling")
 class TaskRequest:
     """What a caller asks for; the timeout defaults to now + the default timeout."""
 
-    __slots__ = ("attributes", "scheduler", "timeout")
+    __slots__ = ("attributes", "owner", "scheduler", "timeout")
 
-    def __init__(self, scheduler: str, attributes: dict[str, Any], timeout: datetime | None = None) -> None:
+    def __init__(
+        self, scheduler: str, attributes: dict[str, Any], timeout: datetime | None = None, owner: str = ""
+    ) -> None:
         self.scheduler = scheduler
         self.attributes = attributes
         self.timeout = timeout
+        self.owner = owner
 
 
 async def schedule_tasks(
@@ -47,7 +50,7 @@ async def schedule_tasks(
     BrokerUnavailable or QueueMissing; after any of them no task of the call remains stored."""
     now = utcnow()
     new = [
-        NewTask(uuid.uuid4(), r.scheduler, r.attributes, r.timeout or now + settings.default_timeout)
+        NewTask(uuid.uuid4(), r.scheduler, r.attributes, r.timeout or now + settings.default_timeout, r.owner)
         for r in requests
     ]
     await store.create(new, now=now)
@@ -77,6 +80,7 @@ async def schedule_tasks(
             timeout=t.timeout,
             state=TaskState.PENDING,
             created_at=now,
+            owner=t.owner or None,
         )
         for t in new
     ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskbroker.names import KEY_PREFIX_PATTERN
@@ -40,7 +41,37 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
 
-    @field_validator("default_timeout", "retention")
+    # Security (README, "Security")
+    admin_token: SecretStr | None = Field(
+        default=None, description="A bootstrap admin token; at least 32 characters."
+    )
+    admin_token_file: Path | None = Field(
+        default=None, description="A file holding the admin token (Docker/Kubernetes secrets)."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_attributes_bytes: int = Field(default=64 * 1024, ge=64)
+    max_attributes_depth: int = Field(default=32, ge=1)
+    max_timeout: timedelta = timedelta(days=7)
+    schedule_rate_limit: int = Field(
+        default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
+    )
+
+    @model_validator(mode="after")
+    def _read_admin_token_file(self) -> Settings:
+        if self.admin_token is None and self.admin_token_file is not None:
+            try:
+                text = self.admin_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"TASKBROKER_ADMIN_TOKEN_FILE cannot be read: {exc}") from exc
+            self.admin_token = SecretStr(text)
+        if self.admin_token is not None and len(self.admin_token.get_secret_value()) < 32:
+            raise ValueError(
+                "TASKBROKER_ADMIN_TOKEN must be at least 32 characters "
+                "(generate one with: openssl rand -hex 32)"
+            )
+        return self
+
+    @field_validator("default_timeout", "retention", "max_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -39,7 +39,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _store_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def redis_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn Redis connection failures into StoreUnavailable, which callers know how to answer."""
 
     @functools.wraps(method)
@@ -97,6 +97,8 @@ class NewTask:
     scheduler: str
     attributes: dict[str, Any]
     timeout: datetime
+    owner: str = ""
+    """The id of the token that scheduled it ("" when nobody authenticated it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ def task_from_record(record: dict[str, str]) -> Task:
         attempts=int(record.get("attempts", 0)),
         result=None if result is None else orjson.loads(result),
         error=record.get("error"),
+        owner=record.get("owner") or None,
     )
 
 
@@ -185,13 +188,13 @@ class TaskStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    @_store_call
+    @redis_call
     async def ping(self) -> None:
         await self._redis.ping()
 
     # Schedulers
 
-    @_store_call
+    @redis_call
     async def register_scheduler(self, definition: SchedulerDefinition) -> bool:
         """Store a scheduler definition. True if new, False if the same one was already there."""
         canonical = orjson.dumps(definition.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
@@ -203,25 +206,25 @@ class TaskStore:
             )
         return bool(reply[0] == "created")
 
-    @_store_call
+    @redis_call
     async def get_scheduler(self, name: str) -> SchedulerDefinition:
         raw = await self._redis.hget(self._key("schedulers"), name)
         if raw is None:
             raise UnknownScheduler(name)
         return SchedulerDefinition.model_validate_json(raw)
 
-    @_store_call
+    @redis_call
     async def list_schedulers(self) -> list[SchedulerDefinition]:
         raw = await self._redis.hgetall(self._key("schedulers"))
         return sorted(
             (SchedulerDefinition.model_validate_json(v) for v in raw.values()), key=lambda d: d.name
         )
 
-    @_store_call
+    @redis_call
     async def live_count(self, scheduler: str) -> int:
         return int(await self._redis.scard(self._key("live", scheduler)))
 
-    @_store_call
+    @redis_call
     async def delete_scheduler(self, name: str, *, force: bool, now: datetime) -> list[str]:
         """Remove a scheduler; with force, abort its live tasks first. Returns the aborted ids."""
         reply = await self._run(
@@ -239,7 +242,7 @@ class TaskStore:
 
     # Tasks: the client side
 
-    @_store_call
+    @redis_call
     async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> None:
         """Store new pending tasks atomically: all of them, or none if a scheduler is unknown."""
         args: list[str] = [_epoch(now)]
@@ -249,17 +252,18 @@ class TaskStore:
                 task.scheduler,
                 orjson.dumps(task.attributes).decode(),
                 _epoch(task.timeout),
+                task.owner,
             ]
         reply = await self._run("create", *args)
         if reply[0] == "unknown_scheduler":
             raise UnknownScheduler(reply[1])
 
-    @_store_call
+    @redis_call
     async def discard(self, ids: Sequence[UUID]) -> None:
         """Remove pending tasks whose messages were never confirmed (the caller got a 503)."""
         await self._run("discard", *(str(i) for i in ids))
 
-    @_store_call
+    @redis_call
     async def get(self, task_id: UUID) -> Task:
         record: dict[str, str] = await self._redis.hgetall(self._key("task", str(task_id)))  # type: ignore[assignment]
         if not record:
@@ -268,7 +272,7 @@ class TaskStore:
             )
         return task_from_record(record)
 
-    @_store_call
+    @redis_call
     async def abort(self, task_id: UUID, *, now: datetime) -> Task:
         reply = await self._run("abort", str(task_id), _epoch(now), self._retention_ms)
         if reply[0] == "gone":
@@ -281,7 +285,7 @@ class TaskStore:
             )
         return await self.get(task_id)
 
-    @_store_call
+    @redis_call
     async def list_live(
         self, *, scheduler: str | None, state: TaskState | None, limit: int, cursor: str | None
     ) -> TaskPage:
@@ -317,7 +321,7 @@ class TaskStore:
 
     # Tasks: the consumer side
 
-    @_store_call
+    @redis_call
     async def claim(self, task_id: str, *, consumer: str, lease: float, max_attempts: int) -> Claim:
         now = time.time()
         reply = await self._run(
@@ -328,7 +332,7 @@ class TaskStore:
             return Claim(outcome, task=task_from_record(_pairs(reply[1])))
         return Claim(outcome, detail=reply[1] if len(reply) > 1 else "")
 
-    @_store_call
+    @redis_call
     async def renew(self, task_ids: Sequence[str], *, consumer: str, lease: float) -> list[str]:
         """Extend this consumer's leases; returns the ids it no longer holds."""
         if not task_ids:
@@ -336,7 +340,7 @@ class TaskStore:
         lost: list[str] = await self._run("renew", consumer, repr(time.time() + lease), *task_ids)
         return lost
 
-    @_store_call
+    @redis_call
     async def finish(
         self, task_id: str, *, consumer: str, state: TaskState, result: Any = None, error: str | None = None
     ) -> TaskState | None:
@@ -356,7 +360,7 @@ class TaskStore:
             return None
         return TaskState(reply) if reply else TaskState.ABORTED
 
-    @_store_call
+    @redis_call
     async def release(self, task_ids: Sequence[str], *, consumer: str) -> list[TaskRef]:
         """Give up running tasks at shutdown: their leases lapse now and the attempt is not counted."""
         if not task_ids:
@@ -366,19 +370,19 @@ class TaskStore:
 
     # Tasks: the daemon side
 
-    @_store_call
+    @redis_call
     async def lapsed(self, *, limit: int) -> list[TaskRef]:
         flat: list[str] = await self._run("lapsed", repr(time.time()), limit)
         return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
 
-    @_store_call
+    @redis_call
     async def requeue(self, task_ids: Sequence[str]) -> int:
         """Lapsed running -> pending, for tasks whose message was republished and confirmed."""
         if not task_ids:
             return 0
         return int(await self._run("requeue", repr(time.time()), *task_ids))
 
-    @_store_call
+    @redis_call
     async def expire_due(self, *, limit: int, now: float | None = None) -> list[Expired]:
         flat: list[str] = await self._run(
             "expire", repr(time.time() if now is None else now), limit, self._retention_ms
@@ -388,7 +392,7 @@ class TaskStore:
             for i in range(0, len(flat), 5)
         ]
 
-    @_store_call
+    @redis_call
     async def live_deadline_count(self) -> int:
         return int(await self._redis.zcard(self._key("deadlines")))
 

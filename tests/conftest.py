@@ -7,6 +7,7 @@ fixtures delete both afterwards, because CI shares the servers with other runs.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,6 +21,9 @@ from tests.support.tcp_proxy import TcpProxy
 
 REDIS_URL = os.environ.get("TASKBROKER_TEST_REDIS_URL", DEFAULT_REDIS_URL)
 AMQP_URL = os.environ.get("TASKBROKER_TEST_AMQP_URL", DEFAULT_AMQP_URL)
+ADMIN_TOKEN = f"test-admin-{secrets.token_hex(24)}"
+"""The bootstrap admin token of every API the tests start."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -36,6 +40,7 @@ def settings(key_prefix: str) -> Settings:
         lease=3.0,
         sweep_interval=0.2,
         shutdown_grace=10.0,
+        admin_token=ADMIN_TOKEN,
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api.auth import AnyCaller
 from api.dependencies import BrokerDep, StoreDep
-from api.schemas import ErrorBody, ReadyStatus
+from api.schemas import AUTH_ERRORS, ErrorBody, ReadyStatus
 from taskbroker.errors import TaskbrokerError
 
 router = APIRouter(tags=["health"])
@@ -18,8 +19,8 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=ReadyStatus, responses={503: {"model": ErrorBody}})
-async def ready(store: StoreDep, broker: BrokerDep) -> JSONResponse:
+@router.get("/ready", response_model=ReadyStatus, responses={**AUTH_ERRORS, 503: {"model": ErrorBody}})
+async def ready(principal: AnyCaller, store: StoreDep, broker: BrokerDep) -> JSONResponse:
     """Redis and RabbitMQ both answer: this instance can accept tasks."""
     problems: dict[str, str] = {}
     for name, check in (("redis", store.ping), ("rabbitmq", broker.ping)):

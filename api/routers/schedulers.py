@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from api.auth import Admin, AnyCaller, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
-from api.schemas import ErrorBody
+from api.schemas import AUTH_ERRORS, ErrorBody
 from taskbroker.errors import BrokerUnavailable, QueueMissing
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
@@ -20,6 +21,7 @@ router = APIRouter(tags=["schedulers"])
 
 NamePath = Annotated[str, Path(pattern=SCHEDULER_NAME_PATTERN)]
 ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
     404: {"model": ErrorBody, "description": "No such scheduler"},
     409: {"model": ErrorBody, "description": "Conflicting definition, or live tasks remain"},
     503: {"model": ErrorBody, "description": "Redis or RabbitMQ unreachable: retry later"},
@@ -51,6 +53,7 @@ async def _status(
 async def register_scheduler(
     definition: SchedulerDefinition,
     response: Response,
+    principal: Admin,
     store: StoreDep,
     broker: BrokerDep,
     settings: SettingsDep,
@@ -64,22 +67,27 @@ async def register_scheduler(
 
 
 @router.get("/schedulers", responses=ERRORS)
-async def list_schedulers(store: StoreDep, broker: BrokerDep, settings: SettingsDep) -> list[SchedulerStatus]:
-    """Every scheduler with its queue depth and consumer count (null when RabbitMQ is unreachable)."""
-    definitions = await store.list_schedulers()
+async def list_schedulers(
+    principal: AnyCaller, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+) -> list[SchedulerStatus]:
+    """Every scheduler the token may use, with its queue depth and consumer count (null when
+    RabbitMQ is unreachable)."""
+    definitions = [d for d in await store.list_schedulers() if principal.may_use(d.name)]
     return list(await asyncio.gather(*(_status(d, store, broker, settings) for d in definitions)))
 
 
 @router.get("/scheduler/{name}", responses=ERRORS)
 async def get_scheduler(
-    name: NamePath, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+    name: NamePath, principal: AnyCaller, store: StoreDep, broker: BrokerDep, settings: SettingsDep
 ) -> SchedulerStatus:
+    require_scheduler(principal, name)
     return await _status(await store.get_scheduler(name), store, broker, settings)
 
 
 @router.delete("/scheduler/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
 async def delete_scheduler(
     name: NamePath,
+    principal: Admin,
     store: StoreDep,
     broker: BrokerDep,
     settings: SettingsDep,

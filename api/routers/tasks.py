@@ -1,4 +1,4 @@
-"""Tasks: schedule, read, list, abort."""
+"""Tasks: schedule, read, list, abort. Clients see and abort only the tasks they scheduled."""
 
 from __future__ import annotations
 
@@ -8,17 +8,31 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Query, status
 
+from api.auth import AnyCaller, Scheduling, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
-from api.schemas import BatchScheduleRequest, ErrorBody, ScheduleRequest, TaskList, TaskPageResponse
+from api.limits import check_task_input, enforce_rate_limit
+from api.schemas import (
+    AUTH_ERRORS,
+    BatchScheduleRequest,
+    ErrorBody,
+    ScheduleRequest,
+    TaskList,
+    TaskPageResponse,
+)
+from taskbroker.errors import TaskNotFound
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule_tasks
+from taskbroker.settings import Settings
+from taskbroker.store import TaskStore
+from taskbroker.tokens import Principal, Role
 
 log = structlog.get_logger("taskbroker.api")
 
 router = APIRouter(tags=["tasks"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
     404: {"model": ErrorBody, "description": "Unknown scheduler or task"},
     409: {"model": ErrorBody, "description": "The task is already finished"},
     503: {
@@ -26,40 +40,64 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Redis or RabbitMQ unreachable: nothing was stored, retry later",
     },
 }
+SCHEDULE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    413: {"model": ErrorBody, "description": "Request body over the size limit"},
+    429: {"model": ErrorBody, "description": "This token's scheduling rate limit is used up"},
+}
 
 
-def _request(body: ScheduleRequest) -> TaskRequest:
-    return TaskRequest(body.scheduler, body.attributes, body.timeout)
+async def _accept(
+    bodies: list[ScheduleRequest], principal: Principal, store: TaskStore, settings: Settings
+) -> list[TaskRequest]:
+    """Permissions and limits for each task, then the rate limit for the whole request."""
+    for body in bodies:
+        require_scheduler(principal, body.scheduler)
+        check_task_input(body.attributes, body.timeout, settings)
+    await enforce_rate_limit(store, settings, principal.token_id, len(bodies))
+    return [TaskRequest(b.scheduler, b.attributes, b.timeout, owner=principal.token_id) for b in bodies]
 
 
-@router.post("/task/schedule", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("/task/schedule", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_ERRORS)
 async def schedule_task(
-    body: ScheduleRequest, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+    body: ScheduleRequest, principal: Scheduling, store: StoreDep, broker: BrokerDep, settings: SettingsDep
 ) -> Task:
     """Create a task; answered once it is stored in Redis and its message confirmed by RabbitMQ."""
-    (task,) = await schedule_tasks([_request(body)], store=store, broker=broker, settings=settings)
+    requests = await _accept([body], principal, store, settings)
+    (task,) = await schedule_tasks(requests, store=store, broker=broker, settings=settings)
     return task
 
 
-@router.post("/task/schedule/batch", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("/task/schedule/batch", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_ERRORS)
 async def schedule_batch(
-    body: BatchScheduleRequest, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+    body: BatchScheduleRequest,
+    principal: Scheduling,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
 ) -> TaskList:
     """Create up to 1,000 tasks at once, all or none; answered once every message is confirmed."""
-    tasks = await schedule_tasks(
-        [_request(t) for t in body.tasks], store=store, broker=broker, settings=settings
-    )
-    return TaskList(tasks=tasks)
+    requests = await _accept(body.tasks, principal, store, settings)
+    return TaskList(tasks=await schedule_tasks(requests, store=store, broker=broker, settings=settings))
+
+
+async def _visible_task(task_id: UUID, principal: Principal, store: TaskStore) -> Task:
+    """The task if this caller may see it; another client's task is 404, as if it did not exist."""
+    task = await store.get(task_id)
+    if principal.role is Role.CLIENT and not principal.owns(task.owner):
+        raise TaskNotFound(f"task {task_id} does not exist or has expired")
+    return task
 
 
 @router.get("/task/{task_id}", responses=ERRORS)
-async def get_task(task_id: UUID, store: StoreDep) -> Task:
+async def get_task(task_id: UUID, principal: AnyCaller, store: StoreDep) -> Task:
     """A live task, or a finished one within the retention time."""
-    return await store.get(task_id)
+    return await _visible_task(task_id, principal, store)
 
 
 @router.get("/tasks", responses=ERRORS)
 async def list_tasks(
+    principal: AnyCaller,
     store: StoreDep,
     scheduler: Annotated[str | None, Query(pattern=SCHEDULER_NAME_PATTERN)] = None,
     state: Annotated[
@@ -68,17 +106,28 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}(:[0-9]{1,9})?$")] = None,
 ) -> TaskPageResponse:
-    """A page of live tasks. Pages may be short; follow ``next_cursor`` until it is null."""
+    """A page of live tasks (a client's own only). Pages may be short; follow ``next_cursor``
+    until it is null."""
     page = await store.list_live(
         scheduler=scheduler, state=TaskState(state) if state else None, limit=limit, cursor=cursor
     )
-    return TaskPageResponse(tasks=page.tasks, next_cursor=page.next_cursor)
+    tasks = page.tasks
+    if principal.role is Role.CLIENT:
+        tasks = [t for t in tasks if principal.owns(t.owner)]
+    return TaskPageResponse(tasks=tasks, next_cursor=page.next_cursor)
 
 
 @router.post("/task/{task_id}/abort", responses=ERRORS)
-async def abort_task(task_id: UUID, store: StoreDep) -> Task:
+async def abort_task(task_id: UUID, principal: Scheduling, store: StoreDep) -> Task:
     """Abort a live task: a pending one never runs, a running one is cancelled by its consumer."""
+    await _visible_task(task_id, principal, store)
     task = await store.abort(task_id, now=utcnow())
     await store.notify_cancel([str(task_id)])
-    log.info("task.aborted", task_id=str(task_id), scheduler=task.scheduler, attempt=task.attempts)
+    log.info(
+        "task.aborted",
+        task_id=str(task_id),
+        scheduler=task.scheduler,
+        attempt=task.attempts,
+        by=principal.token_id,
+    )
     return task

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from taskbroker.settings import Settings
-from tests.conftest import AMQP_URL, REDIS_URL, cleanup
+from tests.conftest import ADMIN_HEADERS, AMQP_URL, REDIS_URL, cleanup
 from tests.support.processes import Processes, process_env
 from tests.support.recorder import Recording
 
@@ -36,5 +36,5 @@ def recording(key_prefix: str) -> Iterator[Recording]:
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=ADMIN_HEADERS) as client:
         yield client

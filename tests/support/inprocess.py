@@ -24,9 +24,20 @@ FINAL_STATES = frozenset({"complete", "failed", "aborted", "timeout"})
 
 
 @asynccontextmanager
-async def api_client(settings: Settings, backends: Backends) -> AsyncIterator[Api]:
+async def api_client(
+    settings: Settings, backends: Backends, headers: dict[str, str] | None = None
+) -> AsyncIterator[Api]:
+    """The API app over ``backends``; requests carry ``headers`` (the admin token by default)."""
+    if headers is None:
+        headers = (
+            {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+            if settings.admin_token
+            else {}
+        )
     app = create_app(settings, backends, owns_backends=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api", headers=headers
+    ) as http:
         yield Api(http)
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import httpx
 
+from tests.conftest import ADMIN_TOKEN
 from tests.support.waiting import eventually_sync
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,7 @@ def process_env(
         TASKBROKER_LEASE=str(lease),
         TASKBROKER_SWEEP_INTERVAL=str(sweep_interval),
         TASKBROKER_LOG_FORMAT="json",
+        TASKBROKER_ADMIN_TOKEN=ADMIN_TOKEN,
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
     )

@@ -1,0 +1,153 @@
+"""API tokens: who may call the API, in which role, on which schedulers.
+
+A token is ``tb_<id>_<secret>``: the id finds its record, the secret (256 random bits) proves
+it. Only a SHA-256 of the secret is stored (a slow password hash buys nothing for a secret this
+random), compared in constant time. Records live in one Redis hash under the key prefix, so every
+API replica sees a revocation at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+import orjson
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskbroker.models import SchedulerName, utcnow
+from taskbroker.store import redis_call
+
+TOKEN_PREFIX = "tb_"
+ADMIN_TOKEN_ID = "admin"
+"""The id of the bootstrap token from TASKBROKER_ADMIN_TOKEN."""
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    """Registers and deletes schedulers, manages tokens, sees and aborts every task."""
+    CLIENT = "client"
+    """Schedules tasks on the schedulers it is allowed, reads and aborts its own tasks."""
+    WORKER = "worker"
+    """Reads schedulers and tasks (for tooling next to consumers); changes nothing."""
+
+
+class TokenRecord(BaseModel):
+    """What the API shows of a token; never the secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    role: Role
+    name: str = ""
+    schedulers: list[SchedulerName] | None = Field(
+        default=None, description="Schedulers this token may use; null means all."
+    )
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class _StoredToken(TokenRecord):
+    secret_sha256: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    token_id: str
+    role: Role
+    schedulers: frozenset[str] | None
+
+    def may_use(self, scheduler: str) -> bool:
+        return self.schedulers is None or scheduler in self.schedulers
+
+    def owns(self, owner: str | None) -> bool:
+        return self.role is Role.ADMIN or owner == self.token_id
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not sep or not token_id or not secret:
+        return None
+    return token_id, secret
+
+
+class TokenStore:
+    def __init__(self, client: aioredis.Redis, key_prefix: str, admin_token: str | None) -> None:
+        self._redis = client
+        self._key = f"{key_prefix}:tokens"
+        self._admin_digest = None if admin_token is None else _digest(admin_token)
+
+    @redis_call
+    async def create(
+        self,
+        *,
+        role: Role,
+        name: str = "",
+        schedulers: list[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """A new token: its record, and the token itself (shown once, never stored)."""
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        stored = _StoredToken(
+            id=token_id,
+            role=role,
+            name=name,
+            schedulers=schedulers,
+            created_at=utcnow(),
+            expires_at=expires_at,
+            secret_sha256=_digest(secret),
+        )
+        await self._redis.hset(self._key, token_id, stored.model_dump_json())
+        return TokenRecord.model_validate(stored.model_dump(exclude={"secret_sha256"})), (
+            f"{TOKEN_PREFIX}{token_id}_{secret}"
+        )
+
+    @redis_call
+    async def list(self) -> list[TokenRecord]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._key))
+        records = [
+            TokenRecord.model_validate(
+                _StoredToken.model_validate_json(v).model_dump(exclude={"secret_sha256"})
+            )
+            for v in raw.values()
+        ]
+        return sorted(records, key=lambda r: r.created_at)
+
+    @redis_call
+    async def revoke(self, token_id: str) -> bool:
+        """True if the token existed; it stops working at once on every API replica."""
+        return bool(await self._redis.hdel(self._key, token_id))
+
+    @redis_call
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal for ``token``, or None if it is unknown, wrong, revoked or expired."""
+        if self._admin_digest is not None and hmac.compare_digest(_digest(token), self._admin_digest):
+            return Principal(ADMIN_TOKEN_ID, Role.ADMIN, None)
+        parts = _split(token)
+        if parts is None:
+            return None
+        token_id, secret = parts
+        raw = await self._redis.hget(self._key, token_id)
+        if raw is None:
+            return None
+        stored = _StoredToken.model_validate(orjson.loads(raw))
+        if not hmac.compare_digest(_digest(secret), stored.secret_sha256):
+            return None
+        if stored.expires_at is not None and stored.expires_at <= utcnow():
+            return None
+        schedulers = None if stored.schedulers is None else frozenset(stored.schedulers)
+        return Principal(stored.id, stored.role, schedulers)
