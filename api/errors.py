@@ -50,10 +50,5 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("api.internal_error", path=request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error: the server logged it"}, status_code=500)
 
-    async def on_too_deep(request: Request, exc: Exception) -> JSONResponse:
-        # json.loads recurses: a body nested thousands of levels deep must be a 4xx, not a crash.
-        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=422)
-
-    app.add_exception_handler(RecursionError, on_too_deep)
     app.add_exception_handler(TaskbrokerError, on_taskbroker_error)
     app.add_exception_handler(Exception, on_unexpected)

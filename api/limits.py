@@ -36,19 +36,19 @@ def check_task_input(attributes: dict[str, Any], timeout: datetime | None, setti
     size = len(orjson.dumps(attributes))
     if size > settings.max_attributes_bytes:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"attributes are {size} bytes of JSON; the limit is {settings.max_attributes_bytes}: "
             "pass large data by reference (a URL or object key) instead",
         )
     depth = _depth(attributes)
     if depth > settings.max_attributes_depth:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"attributes are nested {depth} levels deep; the limit is {settings.max_attributes_depth}",
         )
     if timeout is not None and timeout - utcnow() > settings.max_timeout:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"timeout is more than {settings.max_timeout} ahead: use a recurring schedule for later work",
         )
 

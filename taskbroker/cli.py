@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -61,6 +62,21 @@ def _settings() -> Settings:
     return settings
 
 
+def _server_settings(process: str) -> Settings:
+    """Settings for a server process, logged at start so operators see what it connects to
+    (passwords in the URLs are redacted by the log pipeline)."""
+    settings = _settings()
+    structlog.get_logger("taskbroker").info(
+        "process.starting",
+        process=process,
+        redis_url=settings.redis_url,
+        amqp_url=settings.amqp_url,
+        key_prefix=settings.key_prefix,
+        admin_token_set=settings.admin_token is not None,
+    )
+    return settings
+
+
 def _run(coroutine: Any) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(coroutine)
@@ -76,7 +92,7 @@ def api(
     from api.server import draining_server
     from taskbroker.backends import real_backends
 
-    settings = _settings()
+    settings = _server_settings("api")
     backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
     _run(draining_server(create_app(settings, backends), host=host, port=port).serve())
 
@@ -110,7 +126,7 @@ def worker(
     from taskbroker.errors import UnknownScheduler
     from taskbroker.lifecycle import install_stop_signals
 
-    settings = _settings()
+    settings = _server_settings("worker")
     options = _key_values(option or [], "--option")
 
     async def main() -> None:
@@ -145,7 +161,7 @@ def timeout_daemon() -> None:
     from taskbroker.lifecycle import install_stop_signals
     from timeout_daemon.main import serve_daemon
 
-    settings = _settings()
+    settings = _server_settings("timeout-daemon")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -170,7 +186,7 @@ def dev(
     servers: it runs on embedded ones that keep nothing after exit."""
     from taskbroker.dev import serve_dev
 
-    settings = _settings()
+    settings = _server_settings("dev")
     _run(serve_dev(settings, host=host, port=port, concurrency=concurrency))
 
 

@@ -78,3 +78,6 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # pika logs every failed connection attempt at ERROR, several lines each; our own retry
+    # warnings say the same once, with what to do.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

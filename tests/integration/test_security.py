@@ -1,0 +1,318 @@
+"""Who may do what: tokens, roles, scheduler lists, owners; and the input limits. Runs on the
+real servers (tokens live in Redis under the test's prefix)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from taskbroker.backends import Backends
+from taskbroker.models import utcnow
+from taskbroker.settings import Settings
+from taskbroker.tokens import Role, TokenStore
+
+ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
+PROTECTED = [
+    ("POST", "/scheduler"),
+    ("GET", "/schedulers"),
+    ("GET", "/scheduler/alpha"),
+    ("DELETE", "/scheduler/alpha"),
+    ("POST", "/task/schedule"),
+    ("POST", "/task/schedule/batch"),
+    ("GET", f"/task/{uuid.uuid4()}"),
+    ("GET", "/tasks"),
+    ("POST", f"/task/{uuid.uuid4()}/abort"),
+    ("POST", "/token"),
+    ("GET", "/tokens"),
+    ("DELETE", "/token/0123456789ab"),
+    ("GET", "/ready"),
+]
+
+
+class Caller:
+    """One HTTP client per token over the same app."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api", headers=headers
+        )
+
+    async def schedule(self, scheduler: str, **extra: Any) -> httpx.Response:
+        return await self.http.post(
+            "/task/schedule", json={"scheduler": scheduler, "attributes": ECHO, **extra}
+        )
+
+
+class Callers:
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        assert settings.admin_token is not None
+        self.admin = Caller(app, settings.admin_token.get_secret_value())
+        self._opened = [self.admin]
+
+    def with_token(self, token: str | None) -> Caller:
+        caller = Caller(self.app, token)
+        self._opened.append(caller)
+        return caller
+
+    async def token(self, role: str, **fields: Any) -> dict[str, Any]:
+        response = await self.admin.http.post("/token", json={"role": role, **fields})
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def as_new(self, role: str, **fields: Any) -> Caller:
+        return self.with_token((await self.token(role, **fields))["token"])
+
+    async def close(self) -> None:
+        for caller in self._opened:
+            await caller.http.aclose()
+
+
+@pytest.fixture
+async def callers(settings: Settings, real: Backends) -> AsyncIterator[Callers]:
+    app = create_app(settings, real, owns_backends=False)
+    made = Callers(app, settings)
+    for name in ("alpha", "beta"):
+        response = await made.admin.http.post("/scheduler", json={"name": name})
+        assert response.status_code == 201, response.text
+    yield made
+    await made.close()
+
+
+# Authentication
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_every_endpoint_but_health_refuses_a_request_without_a_token(
+    callers: Callers, method: str, path: str
+) -> None:
+    response = await callers.with_token(None).http.request(method, path)
+
+    assert response.status_code == 401, response.text
+    assert "Authorization: Bearer" in response.json()["detail"]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("token", ["nonsense", "tb_0123456789ab_secret", "Basic abc"])
+async def test_an_invalid_token_is_401(callers: Callers, token: str) -> None:
+    response = await callers.with_token(token).http.get("/schedulers")
+
+    assert response.status_code == 401
+    assert "invalid token" in response.json()["detail"]
+
+
+async def test_a_token_with_the_right_id_but_a_wrong_secret_is_401(callers: Callers) -> None:
+    created = await callers.token("admin")
+    forged = f"tb_{created['id']}_{'A' * 43}"
+
+    assert (await callers.with_token(forged).http.get("/schedulers")).status_code == 401
+
+
+async def test_health_needs_no_token(callers: Callers) -> None:
+    assert (await callers.with_token(None).http.get("/health")).status_code == 200
+
+
+async def test_a_revoked_token_is_refused_at_once(callers: Callers) -> None:
+    created = await callers.token("client")
+    client = callers.with_token(created["token"])
+    assert (await client.schedule("alpha")).status_code == 201
+
+    assert (await callers.admin.http.delete(f"/token/{created['id']}")).status_code == 204
+
+    assert (await client.schedule("alpha")).status_code == 401
+    assert (await callers.admin.http.delete(f"/token/{created['id']}")).status_code == 404
+
+
+async def test_an_expired_token_is_refused(callers: Callers, settings: Settings, real: Backends) -> None:
+    tokens = TokenStore(real.store.redis, settings.key_prefix, admin_token=None)
+    _, token = await tokens.create(role=Role.CLIENT, expires_at=utcnow() - timedelta(seconds=1))
+
+    assert (await callers.with_token(token).schedule("alpha")).status_code == 401
+
+
+async def test_a_token_cannot_be_created_already_expired(callers: Callers) -> None:
+    response = await callers.admin.http.post(
+        "/token", json={"role": "client", "expires_at": (utcnow() - timedelta(minutes=1)).isoformat()}
+    )
+    assert response.status_code == 422
+
+
+async def test_a_token_is_shown_once_and_stored_only_as_a_hash(
+    callers: Callers, settings: Settings, real: Backends
+) -> None:
+    created = await callers.token("client", name="billing", schedulers=["alpha"])
+    secret = created["token"].split("_", 2)[2]
+
+    listed = (await callers.admin.http.get("/tokens")).json()
+    stored = await real.store.redis.hgetall(f"{settings.key_prefix}:tokens")
+
+    (entry,) = [t for t in listed if t["id"] == created["id"]]
+    assert entry == {k: v for k, v in created.items() if k != "token"}
+    assert "token" not in entry
+    assert "secret_sha256" not in entry
+    assert secret not in str(stored)
+    assert len(secret) >= 43  # 32 random bytes, base64url: 256 bits
+
+
+# Roles and scheduler lists
+
+
+async def test_a_client_may_not_manage_schedulers_or_tokens(callers: Callers) -> None:
+    client = await callers.as_new("client")
+
+    for method, path, body in [
+        ("POST", "/scheduler", {"name": "gamma"}),
+        ("DELETE", "/scheduler/alpha", None),
+        ("POST", "/token", {"role": "admin"}),
+        ("GET", "/tokens", None),
+    ]:
+        response = await client.http.request(method, path, json=body)
+        assert response.status_code == 403, (method, path, response.text)
+        assert "role" in response.json()["detail"]
+
+
+async def test_a_worker_token_reads_but_never_schedules_or_aborts(callers: Callers) -> None:
+    task = (await callers.admin.schedule("alpha")).json()
+    worker = await callers.as_new("worker")
+
+    assert (await worker.http.get(f"/task/{task['id']}")).status_code == 200
+    assert (await worker.http.get("/schedulers")).status_code == 200
+    assert (await worker.schedule("alpha")).status_code == 403
+    assert (await worker.http.post(f"/task/{task['id']}/abort")).status_code == 403
+
+
+async def test_a_token_limited_to_a_scheduler_may_use_only_that_one(callers: Callers) -> None:
+    client = await callers.as_new("client", schedulers=["alpha"])
+
+    assert (await client.schedule("alpha")).status_code == 201
+    refused = await client.schedule("beta")
+    batch = await client.http.post(
+        "/task/schedule/batch",
+        json={
+            "tasks": [{"scheduler": "alpha", "attributes": ECHO}, {"scheduler": "beta", "attributes": ECHO}]
+        },
+    )
+    listed = [s["name"] for s in (await client.http.get("/schedulers")).json()]
+
+    assert refused.status_code == 403
+    assert "beta" in refused.json()["detail"]
+    assert batch.status_code == 403
+    assert listed == ["alpha"]
+    assert (await client.http.get("/scheduler/beta")).status_code == 403
+
+
+# Owners
+
+
+async def test_a_client_sees_and_aborts_only_its_own_tasks(callers: Callers) -> None:
+    alice_token = await callers.token("client", name="alice")
+    alice = callers.with_token(alice_token["token"])
+    bob = await callers.as_new("client", name="bob")
+    task = (await alice.schedule("alpha")).json()
+    assert task["owner"] == alice_token["id"]
+
+    assert (await bob.http.get(f"/task/{task['id']}")).status_code == 404
+    assert (await bob.http.post(f"/task/{task['id']}/abort")).status_code == 404
+    assert task["id"] not in {t["id"] for t in (await bob.http.get("/tasks")).json()["tasks"]}
+    assert (await alice.http.get(f"/task/{task['id']}")).json()["state"] == "pending"
+    assert task["id"] in {t["id"] for t in (await alice.http.get("/tasks")).json()["tasks"]}
+    assert (await callers.admin.http.get(f"/task/{task['id']}")).status_code == 200
+
+    aborted = await alice.http.post(f"/task/{task['id']}/abort")
+    assert aborted.status_code == 200
+    assert aborted.json()["state"] == "aborted"
+
+
+# Input limits
+
+
+async def test_a_body_over_the_size_limit_is_413(callers: Callers, settings: Settings) -> None:
+    padding = "x" * (settings.max_body_bytes + 1)
+    response = await callers.admin.http.post(
+        "/task/schedule", json={"scheduler": "alpha", "attributes": {"blob": padding}}
+    )
+
+    assert response.status_code == 413
+    assert "request body over" in response.json()["detail"]
+
+
+async def test_a_streamed_body_over_the_size_limit_is_413(callers: Callers, settings: Settings) -> None:
+    chunk = b"x" * 65536
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(settings.max_body_bytes // len(chunk) + 2):
+            yield chunk
+
+    response = await callers.admin.http.post(
+        "/task/schedule", content=body(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+async def test_attributes_over_the_size_limit_are_422(callers: Callers, settings: Settings) -> None:
+    response = await callers.admin.schedule("alpha", attributes={"blob": "x" * settings.max_attributes_bytes})
+
+    assert response.status_code == 422
+    assert "bytes of JSON" in response.json()["detail"]
+
+
+async def test_attributes_nested_too_deep_are_422(callers: Callers, settings: Settings) -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(settings.max_attributes_depth):
+        nested = {"a": nested}
+
+    response = await callers.admin.schedule("alpha", attributes=nested)
+
+    assert response.status_code == 422
+    assert "nested" in response.json()["detail"]
+
+
+async def test_json_nested_deeper_than_the_parser_goes_is_a_4xx_not_500(callers: Callers) -> None:
+    depth = 100_000
+    body = '{"scheduler": "alpha", "attributes": {"a": ' + "[" * depth + "]" * depth + "}}"
+
+    response = await callers.admin.http.post(
+        "/task/schedule", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    assert "detail" in response.json()
+
+
+async def test_a_timeout_more_than_seven_days_ahead_is_422(callers: Callers) -> None:
+    response = await callers.admin.schedule("alpha", timeout=(utcnow() + timedelta(days=8)).isoformat())
+
+    assert response.status_code == 422
+    assert "ahead" in response.json()["detail"]
+
+
+async def test_scheduling_over_the_rate_limit_is_429_with_retry_after(
+    settings: Settings, real: Backends
+) -> None:
+    limited = settings.model_copy(update={"schedule_rate_limit": 5})
+    app = create_app(limited, real, owns_backends=False)
+    callers = Callers(app, limited)
+    try:
+        assert (await callers.admin.http.post("/scheduler", json={"name": "alpha"})).status_code == 201
+        client = await callers.as_new("client")
+        batch = {"tasks": [{"scheduler": "alpha", "attributes": ECHO}] * 4}
+        assert (await client.http.post("/task/schedule/batch", json=batch)).status_code == 201
+        assert (await client.schedule("alpha")).status_code == 201
+
+        refused = await client.schedule("alpha")
+        other_token = await (await callers.as_new("client")).schedule("alpha")
+    finally:
+        await callers.close()
+
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 61
+    assert "per minute" in refused.json()["detail"]
+    assert other_token.status_code == 201
