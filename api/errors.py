@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 
 from taskbroker.errors import (
     BrokerUnavailable,
-    InvalidCursor,
     QueueMissing,
     SchedulerBusy,
     SchedulerConflict,
@@ -25,7 +24,6 @@ log = structlog.get_logger("taskbroker.api")
 STATUS_OF: dict[type[Exception], int] = {
     UnknownScheduler: 404,
     TaskNotFound: 404,
-    InvalidCursor: 422,
     SchedulerConflict: 409,
     SchedulerBusy: 409,
     TaskAlreadyFinished: 409,

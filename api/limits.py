@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskbroker.models import utcnow
@@ -31,24 +32,29 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _invalid(field: str, message: str) -> RequestValidationError:
+    """A 422 shaped like every other validation error of the API (the schema documents one)."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
 def check_task_input(attributes: dict[str, Any], timeout: datetime | None, settings: Settings) -> None:
     """422 for attributes too large or too deep, and for a timeout too far ahead."""
     size = len(orjson.dumps(attributes))
     if size > settings.max_attributes_bytes:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise _invalid(
+            "attributes",
             f"attributes are {size} bytes of JSON; the limit is {settings.max_attributes_bytes}: "
             "pass large data by reference (a URL or object key) instead",
         )
     depth = _depth(attributes)
     if depth > settings.max_attributes_depth:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise _invalid(
+            "attributes",
             f"attributes are nested {depth} levels deep; the limit is {settings.max_attributes_depth}",
         )
     if timeout is not None and timeout - utcnow() > settings.max_timeout:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise _invalid(
+            "timeout",
             f"timeout is more than {settings.max_timeout} ahead: use a recurring schedule for later work",
         )
 

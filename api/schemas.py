@@ -67,6 +67,11 @@ class ReadyStatus(BaseModel):
     rabbitmq: str
 
 
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body could not be read as JSON text (UTF-8)"},
+    413: {"model": ErrorBody, "description": "Request body over the size limit"},
+}
+
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown, revoked or expired token"},
     403: {"model": ErrorBody, "description": "The token's role or scheduler list does not allow this"},

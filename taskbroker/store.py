@@ -437,6 +437,6 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
         parsed = int(position), int(skip or 0)
     except ValueError:
         raise InvalidCursor(f"cursor {cursor!r} is not one this API returned") from None
-    if parsed[0] < 0 or parsed[1] < 0:
+    if not 0 <= parsed[0] < 2**64 or parsed[1] < 0:
         raise InvalidCursor(f"cursor {cursor!r} is not one this API returned")
     return parsed

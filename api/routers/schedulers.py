@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from api.auth import Admin, AnyCaller, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
-from api.schemas import AUTH_ERRORS, ErrorBody
+from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker.errors import BrokerUnavailable, QueueMissing
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
@@ -48,6 +48,7 @@ async def _status(
     responses={
         200: {"model": SchedulerStatus, "description": "Already registered, same definition"},
         **ERRORS,
+        **BODY_ERRORS,
     },
 )
 async def register_scheduler(

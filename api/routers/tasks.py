@@ -7,19 +7,21 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Query, status
+from fastapi.exceptions import RequestValidationError
 
 from api.auth import AnyCaller, Scheduling, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
     AUTH_ERRORS,
+    BODY_ERRORS,
     BatchScheduleRequest,
     ErrorBody,
     ScheduleRequest,
     TaskList,
     TaskPageResponse,
 )
-from taskbroker.errors import TaskNotFound
+from taskbroker.errors import InvalidCursor, TaskNotFound
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule_tasks
@@ -42,7 +44,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 SCHEDULE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    413: {"model": ErrorBody, "description": "Request body over the size limit"},
+    **BODY_ERRORS,
     429: {"model": ErrorBody, "description": "This token's scheduling rate limit is used up"},
 }
 
@@ -108,9 +110,14 @@ async def list_tasks(
 ) -> TaskPageResponse:
     """A page of live tasks (a client's own only). Pages may be short; follow ``next_cursor``
     until it is null."""
-    page = await store.list_live(
-        scheduler=scheduler, state=TaskState(state) if state else None, limit=limit, cursor=cursor
-    )
+    try:
+        page = await store.list_live(
+            scheduler=scheduler, state=TaskState(state) if state else None, limit=limit, cursor=cursor
+        )
+    except InvalidCursor as exc:
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": str(exc), "type": "value_error"}]
+        ) from exc
     tasks = page.tasks
     if principal.role is Role.CLIENT:
         tasks = [t for t in tasks if principal.owns(t.owner)]

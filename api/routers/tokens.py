@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from api.auth import Admin, token_store
-from api.schemas import AUTH_ERRORS, CreatedToken, ErrorBody, TokenRequest
+from api.schemas import AUTH_ERRORS, BODY_ERRORS, CreatedToken, ErrorBody, TokenRequest
 from taskbroker.tokens import TokenRecord, TokenStore
 
 router = APIRouter(tags=["tokens"])
@@ -15,7 +15,7 @@ router = APIRouter(tags=["tokens"])
 TokensDep = Annotated[TokenStore, Depends(token_store)]
 
 
-@router.post("/token", status_code=status.HTTP_201_CREATED, responses=AUTH_ERRORS)
+@router.post("/token", status_code=status.HTTP_201_CREATED, responses={**AUTH_ERRORS, **BODY_ERRORS})
 async def create_token(body: TokenRequest, principal: Admin, tokens: TokensDep) -> CreatedToken:
     record, token = await tokens.create(
         role=body.role, name=body.name, schedulers=body.schedulers, expires_at=body.expires_at

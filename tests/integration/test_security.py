@@ -261,7 +261,7 @@ async def test_attributes_over_the_size_limit_are_422(callers: Callers, settings
     response = await callers.admin.schedule("alpha", attributes={"blob": "x" * settings.max_attributes_bytes})
 
     assert response.status_code == 422
-    assert "bytes of JSON" in response.json()["detail"]
+    assert "bytes of JSON" in response.json()["detail"][0]["msg"]
 
 
 async def test_attributes_nested_too_deep_are_422(callers: Callers, settings: Settings) -> None:
@@ -272,7 +272,7 @@ async def test_attributes_nested_too_deep_are_422(callers: Callers, settings: Se
     response = await callers.admin.schedule("alpha", attributes=nested)
 
     assert response.status_code == 422
-    assert "nested" in response.json()["detail"]
+    assert "nested" in response.json()["detail"][0]["msg"]
 
 
 async def test_json_nested_deeper_than_the_parser_goes_is_a_4xx_not_500(callers: Callers) -> None:
@@ -291,7 +291,7 @@ async def test_a_timeout_more_than_seven_days_ahead_is_422(callers: Callers) -> 
     response = await callers.admin.schedule("alpha", timeout=(utcnow() + timedelta(days=8)).isoformat())
 
     assert response.status_code == 422
-    assert "ahead" in response.json()["detail"]
+    assert "ahead" in response.json()["detail"][0]["msg"]
 
 
 async def test_scheduling_over_the_rate_limit_is_429_with_retry_after(
