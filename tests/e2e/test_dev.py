@@ -60,3 +60,24 @@ def test_dev_drains_its_consumer_and_exits_0_on_sigterm(serverless: Processes, h
     assert dev.wait() == 0, dev.describe()
     assert dev.events("consumer.stopped"), f"the built-in consumer was not drained: {dev.describe()}"
     assert [e["task_id"] for e in dev.events("task.complete")] == [task["id"]]
+
+
+def test_dev_generates_an_admin_token_prints_it_and_requires_it(key_prefix: str, tmp_path: Path) -> None:
+    env = process_env(key_prefix=key_prefix, redis_url=None, amqp_url=None)
+    env.pop("TASKBROKER_ADMIN_TOKEN")
+    processes = Processes(tmp_path, env)
+    try:
+        dev, url = _start_dev(processes)
+        token = dev.wait_for_stdout(r"Admin token \(generated[^:]*: (\S+)").group(1)
+        with httpx.Client(base_url=url, timeout=30) as anonymous:
+            refused = anonymous.get("/schedulers")
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+            final = BlockingApi(http, url).wait_for_state(
+                BlockingApi(http, url).schedule("default", {"function": "runtimes.builtin:noop"})["id"]
+            )
+    finally:
+        processes.kill_all()
+
+    assert refused.status_code == 401
+    assert final["state"] == "complete"
+    assert f"TASKBROKER_TOKEN={token}" in dev.stdout()
