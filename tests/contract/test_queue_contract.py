@@ -1,0 +1,156 @@
+"""The QueueBroker contract (taskbroker/queue/base.py), run against RabbitMQ and the embedded
+queue alike: the consumer's guarantees rest on exactly these behaviours."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from taskbroker.backends import Backends
+from taskbroker.errors import QueueMissing
+from taskbroker.names import queue_name
+from taskbroker.queue.base import Delivery, QueueBroker
+from taskbroker.settings import Settings
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def broker(backends: Backends) -> QueueBroker:
+    await backends.broker.connect()
+    return backends.broker
+
+
+@pytest.fixture
+async def queue(broker: QueueBroker, settings: Settings) -> AsyncIterator[str]:
+    name = queue_name(settings.key_prefix, f"contract-{uuid.uuid4().hex[:6]}")
+    await broker.declare(name)
+    yield name
+    await broker.delete(name)
+
+
+def _bodies(count: int) -> list[bytes]:
+    return [f"m{n}".encode() for n in range(count)]
+
+
+async def _ready(broker: QueueBroker, queue: str, messages: int) -> bool:
+    return (await broker.stats(queue)).messages == messages
+
+
+async def test_declare_is_idempotent_and_a_published_message_is_delivered(
+    broker: QueueBroker, queue: str
+) -> None:
+    await broker.declare(queue)
+    await broker.publish(queue, _bodies(3))
+    received: list[Delivery] = []
+
+    subscription = await broker.subscribe(queue, prefetch=10, on_delivery=received.append)
+    await eventually(lambda: _async(len(received) == 3), what="three deliveries")
+    for delivery in received:
+        delivery.ack()
+    await subscription.cancel()
+
+    assert [d.body for d in received] == _bodies(3)
+    assert not any(d.redelivered for d in received)
+    await eventually(lambda: _ready(broker, queue, 0), what="an empty queue")
+
+
+async def test_requeued_message_comes_back_marked_redelivered(broker: QueueBroker, queue: str) -> None:
+    await broker.publish(queue, [b"again"])
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=1, on_delivery=received.append)
+
+    await eventually(lambda: _async(len(received) == 1), what="the first delivery")
+    received[0].requeue()
+    await eventually(lambda: _async(len(received) == 2), what="the redelivery")
+    received[1].ack()
+    await subscription.cancel()
+
+    assert received[1].body == b"again"
+    assert received[1].redelivered
+
+
+async def test_unacked_deliveries_return_to_the_queue_when_the_subscription_ends(
+    broker: QueueBroker, queue: str
+) -> None:
+    await broker.publish(queue, _bodies(4))
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=2, on_delivery=received.append)
+    await eventually(lambda: _async(len(received) == 2), what="two deliveries")
+
+    await subscription.cancel()
+
+    await eventually(lambda: _ready(broker, queue, 4), what="all four messages ready again")
+
+
+async def test_prefetch_caps_the_unacked_deliveries(broker: QueueBroker, queue: str) -> None:
+    await broker.publish(queue, _bodies(5))
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=2, on_delivery=received.append)
+
+    await eventually(lambda: _async(len(received) == 2), what="two deliveries")
+    await eventually(lambda: _ready(broker, queue, 3), what="three messages still ready")
+    received[0].ack()
+    await eventually(lambda: _async(len(received) == 3), what="a third delivery after one ack")
+    for delivery in received[1:]:
+        delivery.ack()
+    await subscription.cancel()
+
+    assert len(received) == 3
+
+
+async def test_each_message_goes_to_exactly_one_of_two_subscriptions(broker: QueueBroker, queue: str) -> None:
+    first: list[Delivery] = []
+    second: list[Delivery] = []
+
+    def acking(into: list[Delivery]) -> Callable[[Delivery], None]:
+        def on_delivery(delivery: Delivery) -> None:
+            into.append(delivery)
+            delivery.ack()
+
+        return on_delivery
+
+    subscriptions = [
+        await broker.subscribe(queue, prefetch=3, on_delivery=acking(first)),
+        await broker.subscribe(queue, prefetch=3, on_delivery=acking(second)),
+    ]
+    assert (await broker.stats(queue)).consumers == 2
+    await broker.publish(queue, _bodies(40))
+
+    await eventually(lambda: _async(len(first) + len(second) == 40), what="forty deliveries")
+    for subscription in subscriptions:
+        await subscription.cancel()
+
+    bodies = [d.body for d in first + second]
+    assert sorted(bodies) == sorted(_bodies(40))
+    assert first
+    assert second
+
+
+async def test_a_missing_queue_is_queue_missing_for_publish_stats_and_subscribe(
+    broker: QueueBroker, settings: Settings
+) -> None:
+    missing = queue_name(settings.key_prefix, "never-declared")
+
+    with pytest.raises(QueueMissing):
+        await broker.publish(missing, [b"x"])
+    with pytest.raises(QueueMissing):
+        await broker.stats(missing)
+    with pytest.raises(QueueMissing):
+        await broker.subscribe(missing, prefetch=1, on_delivery=lambda _d: None)
+
+
+async def test_delete_removes_the_queue_and_its_messages(broker: QueueBroker, settings: Settings) -> None:
+    name = queue_name(settings.key_prefix, "to-delete")
+    await broker.declare(name)
+    await broker.publish(name, [b"x"])
+
+    await broker.delete(name)
+
+    with pytest.raises(QueueMissing):
+        await broker.stats(name)
+
+
+async def _async(value: bool) -> bool:
+    return value
