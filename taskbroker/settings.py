@@ -71,6 +71,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("default_timeout", "retention", "max_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        """Environment variables are text: "600" means seconds, as an ISO-8601 "PT10M" would."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
+
     @field_validator("default_timeout", "retention", "max_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
