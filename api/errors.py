@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from taskbroker.errors import (
     BrokerUnavailable,
@@ -48,5 +52,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("api.internal_error", path=request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error: the server logged it"}, status_code=500)
 
+    async def on_invalid(request: Request, exc: Exception) -> Response:
+        # FastAPI's own handler echoes the input as UTF-8 and crashes on a lone surrogate (a 500);
+        # ASCII-escaped JSON carries any input safely.
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True, default=str)
+        return Response(body, status_code=422, media_type="application/json")
+
+    app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(TaskbrokerError, on_taskbroker_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -39,7 +39,10 @@ def _invalid(field: str, message: str) -> RequestValidationError:
 
 def check_task_input(attributes: dict[str, Any], timeout: datetime | None, settings: Settings) -> None:
     """422 for attributes too large or too deep, and for a timeout too far ahead."""
-    size = len(orjson.dumps(attributes))
+    try:
+        size = len(orjson.dumps(attributes))
+    except TypeError as exc:  # e.g. a lone surrogate escaped in the JSON text
+        raise _invalid("attributes", f"attributes cannot be stored as JSON: {exc}") from exc
     if size > settings.max_attributes_bytes:
         raise _invalid(
             "attributes",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from taskbroker.models import AwareDatetime, SchedulerName, Task, utcnow
+from taskbroker.models import AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
 from taskbroker.tokens import Role, TokenRecord
 
 MAX_BATCH = 1000
@@ -84,7 +84,7 @@ class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
-    name: str = Field(default="", max_length=200)
+    name: UnicodeText = Field(default="", max_length=200)
     schedulers: list[SchedulerName] | None = Field(
         default=None, max_length=1000, description="Limit the token to these schedulers; null: all."
     )

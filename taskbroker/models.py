@@ -12,6 +12,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from taskbroker.names import RUNTIME_NAME_PATTERN, SCHEDULER_NAME_PATTERN
 
 
+def _unicode(value: str) -> str:
+    """JSON text may escape lone surrogates (\\ud800) that no UTF-8 store can hold: refuse them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text contains a lone surrogate, which is not valid Unicode") from None
+    return value
+
+
+UnicodeText = Annotated[str, AfterValidator(_unicode)]
+"""Free text the API accepts and stores."""
+
+
 class TaskState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -65,7 +78,7 @@ class SchedulerDefinition(BaseModel):
 
     name: SchedulerName
     runtime: Annotated[str, Field(pattern=RUNTIME_NAME_PATTERN, examples=["inline"])] = "inline"
-    description: Annotated[str, Field(max_length=1000)] = ""
+    description: Annotated[UnicodeText, Field(max_length=1000)] = ""
 
 
 class SchedulerStatus(SchedulerDefinition):

@@ -316,3 +316,28 @@ async def test_scheduling_over_the_rate_limit_is_429_with_retry_after(
     assert 1 <= int(refused.headers["retry-after"]) <= 61
     assert "per minute" in refused.json()["detail"]
     assert other_token.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/task/schedule", '{"scheduler": "alpha", "attributes": {"k": "\\ud800"}}'),
+        ("/task/schedule", '{"scheduler": "alpha", "attributes": {"\\udfff": 1}}'),
+        ("/scheduler", '{"name": "gamma", "description": "\\ud83d"}'),
+        ("/token", '{"role": "client", "name": "\\udc00x"}'),
+    ],
+)
+async def test_text_with_a_lone_surrogate_is_422_not_500(callers: Callers, path: str, body: str) -> None:
+    response = await callers.admin.http.post(path, content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+
+
+async def test_a_surrogate_pair_is_ordinary_text(callers: Callers) -> None:
+    body = '{"scheduler": "alpha", "attributes": {"emoji": "\\ud83d\\ude00"}}'
+    response = await callers.admin.http.post(
+        "/task/schedule", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["attributes"] == {"emoji": "\N{GRINNING FACE}"}
