@@ -60,7 +60,7 @@ class DockerRuntime(Runtime):
     Worker options (``--option KEY=VALUE``): ``images`` (comma-separated fnmatch patterns; none
     allowed until set), ``pull`` (never | missing | always; default missing), ``log_tail_lines``
     (default 100), ``log_tail_bytes`` (default 16384), ``docker_host`` (default ``DOCKER_HOST``,
-    else unix:///var/run/docker.sock).
+    else unix:///var/run/docker.sock), ``orphan_sweep_interval`` (seconds, default 60).
     """
 
     name = "docker"
@@ -73,36 +73,53 @@ class DockerRuntime(Runtime):
         except ValueError as exc:
             raise InvalidRuntimeOptions(str(exc)) from exc
         self._attempts: dict[UUID, _Attempt] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._log = log.bind(scheduler=config.scheduler, consumer=config.consumer_id)
 
     # Crash adoption
 
     async def start(self) -> None:
-        """Remove the containers a dead consumer of this scheduler left behind.
+        """Remove the containers dead consumers of this scheduler left behind, now and then every
+        ``orphan_sweep_interval`` seconds.
 
         A container of this scheduler is an orphan unless its task is running now under the live
         lease of the consumer named in its label: a replica sharing this engine keeps its
         containers, a dead one's (its lease lapsed, or the task was taken over or finished) are
-        killed and removed. Without a ``lease_holder`` (a runtime built outside a worker) every
-        container of the scheduler counts as an orphan. An orphan's result is not recovered: the
-        broker re-runs its task as a new attempt. Never raises: an unreachable engine or Redis is
-        logged and the consumer starts anyway (tasks then fail clearly until the engine is back).
+        killed and removed. The periodic sweep catches a predecessor whose lease had not lapsed
+        yet when this consumer started, and replicas that die later. Without a ``lease_holder``
+        (a runtime built outside a worker) every container of the scheduler counts as an orphan,
+        once, at start. An orphan's result is not recovered: the broker re-runs its task as a new
+        attempt. Never raises: an unreachable engine or Redis is logged and the consumer starts
+        anyway (tasks then fail clearly until the engine is back).
         """
+        await self._sweep_orphans()
+        if self.config.lease_holder is not None:
+            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="docker-orphan-sweep")
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.orphan_sweep_interval)
+            await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> None:
         try:
             containers = await self.engine.list_containers(
                 {MARKER_LABEL: "1", SCHEDULER_LABEL: self.config.scheduler}
             )
         except EngineError as exc:
-            self._log.warning("docker.adoption_skipped", error=str(exc))
+            self._log.warning("docker.orphan_sweep_skipped", error=str(exc))
             return
+        live_names = {attempt.name for attempt in self._attempts.values()}
         for container in containers:
+            if container.name in live_names:
+                continue
             task_id = container.labels.get(TASK_LABEL, "")
             owner = container.labels.get(CONSUMER_LABEL, "")
             if self.config.lease_holder is not None:
                 try:
                     holder = await self.config.lease_holder(task_id)
                 except TaskbrokerError as exc:
-                    self._log.warning("docker.adoption_skipped", error=str(exc))
+                    self._log.warning("docker.orphan_sweep_skipped", error=str(exc))
                     return
                 if holder is not None and holder == owner:
                     continue
@@ -120,6 +137,10 @@ class DockerRuntime(Runtime):
             )
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.engine.close()
 
     # Running

@@ -23,6 +23,7 @@ LABEL_PREFIX = "io.taskbroker"
 """Labels the runtime sets itself; a task may not set or override them."""
 DEFAULT_LOG_TAIL_LINES = 100
 DEFAULT_LOG_TAIL_BYTES = 16 * 1024
+DEFAULT_ORPHAN_SWEEP_INTERVAL = 60
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
 
@@ -70,8 +71,10 @@ class DockerOptions:
     log_tail_lines: int
     log_tail_bytes: int
     docker_host: str
+    orphan_sweep_interval: float
+    """Seconds between searches for containers whose consumer died."""
 
-    KEYS = ("images", "pull", "log_tail_lines", "log_tail_bytes", "docker_host")
+    KEYS = ("images", "pull", "log_tail_lines", "log_tail_bytes", "docker_host", "orphan_sweep_interval")
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> DockerOptions:
@@ -90,6 +93,9 @@ class DockerOptions:
             log_tail_lines=_positive_int(options, "log_tail_lines", DEFAULT_LOG_TAIL_LINES),
             log_tail_bytes=_positive_int(options, "log_tail_bytes", DEFAULT_LOG_TAIL_BYTES),
             docker_host=docker_host(options.get("docker_host")),
+            orphan_sweep_interval=_positive_int(
+                options, "orphan_sweep_interval", DEFAULT_ORPHAN_SWEEP_INTERVAL
+            ),
         )
 
     def image_allowed(self, image: str) -> bool:

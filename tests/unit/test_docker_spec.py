@@ -78,6 +78,7 @@ def test_options_default_to_no_image_allowed_pulling_missing_images_and_a_bounde
     assert options.pull is PullPolicy.MISSING
     assert (options.log_tail_lines, options.log_tail_bytes) == (100, 16384)
     assert options.docker_host == DEFAULT_DOCKER_HOST
+    assert options.orphan_sweep_interval == 60
 
 
 def test_image_patterns_are_fnmatch_style_and_comma_separated() -> None:
