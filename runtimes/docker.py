@@ -99,7 +99,10 @@ class DockerRuntime(Runtime):
     async def _sweep_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.options.orphan_sweep_interval)
-            await self._sweep_orphans()
+            try:
+                await self._sweep_orphans()
+            except Exception:  # a surprise must not end the sweeping for good
+                self._log.exception("docker.orphan_sweep_failed")
 
     async def _sweep_orphans(self) -> None:
         try:
@@ -165,10 +168,11 @@ class DockerRuntime(Runtime):
                 raise TaskCancelled(str(task.id)) from None
             raise TaskFailed(str(exc)) from exc
         finally:
-            # Remove even when the consumer gives up on us (asyncio cancellation at shutdown).
+            # Remove even when the consumer gives up on us (asyncio cancellation at shutdown):
+            # the removal runs on, and wait_stopped waits for it.
+            removal = asyncio.ensure_future(self._remove(task, attempt, bound))
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._remove(attempt, bound))
-            self._attempts.pop(task.id, None)
+                await asyncio.shield(removal)
 
     async def _run_container(self, task: Task, spec: DockerTaskSpec, attempt: _Attempt, bound: Any) -> Any:
         await self._unless_cancelled(self._ensure_image(spec.image), attempt, task)
@@ -185,9 +189,9 @@ class DockerRuntime(Runtime):
             await self.engine.kill(attempt.name)
             raise TaskCancelled(str(task.id))
         bound.info("docker.started", image=spec.image)
-        exit_code = await self.engine.wait(attempt.name)
+        # Cancel ends the wait at once, whatever the engine does; the removal kills the container.
+        exit_code = await self._unless_cancelled(self.engine.wait(attempt.name), attempt, task)
         if attempt.cancelled.is_set():
-            bound.info("docker.killed", exit_code=exit_code)
             raise TaskCancelled(str(task.id))
         logs = self._clip(await self.engine.logs(attempt.name, tail=self.options.log_tail_lines))
         bound.info("docker.exited", exit_code=exit_code)
@@ -196,18 +200,19 @@ class DockerRuntime(Runtime):
         return {"exit_code": 0, "logs": logs}
 
     async def _unless_cancelled(self, work: Awaitable[T], attempt: _Attempt, task: Task) -> T:
-        """Await ``work``, but raise TaskCancelled at once if the run is cancelled meanwhile (a
-        pull may take minutes; nothing exists yet that a kill could stop)."""
+        """Await ``work`` (a pull, the wait for the exit), but raise TaskCancelled at once if the
+        run is cancelled meanwhile, so ``run`` ends promptly even if the engine is slow to answer."""
         job = asyncio.ensure_future(work)
         cancelled = asyncio.ensure_future(attempt.cancelled.wait())
         try:
             await asyncio.wait([job, cancelled], return_when=asyncio.FIRST_COMPLETED)
         finally:
             cancelled.cancel()
-        if not job.done():
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+        if job.cancelled():
             raise TaskCancelled(str(task.id))
         return job.result()
 
@@ -255,13 +260,17 @@ class DockerRuntime(Runtime):
             return logs
         return encoded[-self.options.log_tail_bytes :].decode("utf-8", errors="ignore")
 
-    async def _remove(self, attempt: _Attempt, bound: Any) -> None:
+    async def _remove(self, task: Task, attempt: _Attempt, bound: Any) -> None:
+        """Force-remove the attempt's container (killing it if it still runs), then forget it.
+        If the engine cannot be reached the container stays until an orphan sweep finds it."""
         try:
             await self.engine.remove(attempt.name)
         except EngineError as exc:
             bound.warning("docker.remove_failed", error=str(exc))
         finally:
             attempt.gone.set()
+            if self._attempts.get(task.id) is attempt:
+                del self._attempts[task.id]
 
     # Cancelling
 

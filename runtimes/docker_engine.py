@@ -25,6 +25,8 @@ CALL_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 PULL_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 WAIT_TIMEOUT = httpx.Timeout(None, connect=5.0)
 """Waiting for a container to exit may take as long as the task runs."""
+POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+"""Unbounded: every running task holds one connection in its wait, whatever the concurrency."""
 
 
 class EngineError(Exception):
@@ -66,11 +68,11 @@ def demultiplex(stream: bytes) -> str:
 def _transport_and_base(host: str) -> tuple[httpx.AsyncHTTPTransport, str]:
     parts = urlsplit(host)
     if parts.scheme == "unix":
-        return httpx.AsyncHTTPTransport(uds=parts.path), f"http://docker/{API_VERSION}"
+        return httpx.AsyncHTTPTransport(uds=parts.path, limits=POOL_LIMITS), f"http://docker/{API_VERSION}"
     if parts.scheme in ("tcp", "http"):
-        return httpx.AsyncHTTPTransport(), f"http://{parts.netloc}/{API_VERSION}"
+        return httpx.AsyncHTTPTransport(limits=POOL_LIMITS), f"http://{parts.netloc}/{API_VERSION}"
     if parts.scheme == "https":
-        return httpx.AsyncHTTPTransport(), f"https://{parts.netloc}/{API_VERSION}"
+        return httpx.AsyncHTTPTransport(limits=POOL_LIMITS), f"https://{parts.netloc}/{API_VERSION}"
     raise ValueError(
         f"unsupported Docker host {host!r}: use unix://PATH, tcp://HOST:PORT or https://HOST:PORT"
     )

@@ -33,7 +33,9 @@ class DockerTaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str = Field(min_length=1, max_length=512, pattern=r"^[^\s]+$", examples=["alpine:3.20"])
+    image: str = Field(
+        min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", examples=["alpine:3.20"]
+    )
     command: list[str] | None = Field(default=None, max_length=1024, description="Replaces the image's CMD.")
     env: dict[EnvName, str] = Field(default_factory=dict, max_length=1024)
     workdir: str | None = Field(default=None, pattern=r"^/", max_length=4096)

@@ -169,6 +169,24 @@ async def test_cancel_kills_a_running_container_and_removes_it(
     assert await _containers_of(engine, task) == []
 
 
+async def test_wait_stopped_returns_only_once_the_container_of_an_abandoned_run_is_gone(
+    make_runtime: RuntimeFactory, engine: DockerEngine, docker_scheduler: str
+) -> None:
+    """At shutdown the consumer may give up on a stuck run (asyncio-cancel it) before handing the
+    task back: the container must still be removed first, so the next attempt never overlaps."""
+    runtime = make_runtime()
+    task = _task(docker_scheduler, _busybox("sleep", "300"))
+    run = asyncio.ensure_future(runtime.run(task))
+    await eventually(lambda: _containers_of(engine, task), what="the container to exist")
+
+    run.cancel()
+    await runtime.wait_stopped(task)
+
+    assert await _containers_of(engine, task) == []
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
 async def test_cancel_before_the_container_starts_never_leaves_one_running(
     make_runtime: RuntimeFactory, engine: DockerEngine, docker_scheduler: str
 ) -> None:

@@ -43,6 +43,7 @@ def test_the_docker_runtime_is_installed_under_its_entry_point() -> None:
     [
         ({}, "image: Field required"),
         ({"image": ""}, "image: String should have at least 1 character"),
+        ({"image": "busybox?x=1"}, "image: String should match pattern"),
         ({"image": "busybox", "privileged": True}, "privileged: Extra inputs are not permitted"),
         ({"image": "busybox", "binds": ["/:/host"]}, "binds: Extra inputs are not permitted"),
         ({"image": "busybox", "network_mode": "host"}, "network_mode: Extra inputs are not permitted"),
