@@ -343,8 +343,8 @@ class TaskStore:
     @redis_call
     async def lease_holder(self, task_id: str) -> str | None:
         """The consumer whose live lease runs ``task_id`` now; None if the task is not running or
-        its lease has lapsed. Runtimes use it at start to tell a live replica's containers from a
-        dead predecessor's."""
+        its lease has lapsed. Runtimes use it (at start, in orphan sweeps) to tell a live
+        replica's work from a dead predecessor's."""
         state, owner, until = await self._redis.hmget(
             self._key("task", task_id), ["state", "lease_owner", "lease_until"]
         )

@@ -129,3 +129,13 @@ def test_the_container_of_a_killed_worker_is_removed_by_its_successor_and_the_ta
     api.http.post(f"{api.url}/task/{task['id']}/abort")
     assert api.wait_for_state(task["id"])["state"] == "aborted"
     eventually_sync(lambda: _containers_of(docker_host, task["id"]) == [], what="no container left")
+
+
+def test_a_worker_with_a_bad_docker_option_exits_naming_it(processes: Processes, api: BlockingApi) -> None:
+    api.register("misconfigured", runtime="docker")
+
+    worker = processes.start("worker", "worker", "--scheduler", "misconfigured", "--option", "pull=sometimes")
+
+    assert worker.wait() != 0
+    assert "option pull='sometimes': use one of" in " ".join(worker.stderr().split())
+    assert not worker.events("consumer.subscribed")
