@@ -10,6 +10,7 @@ for instance by naming that work after the task id and attempt, and find it agai
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +29,11 @@ class TaskCancelled(Exception):
     cancelled (an abort, the timeout daemon) has already recorded the final state."""
 
 
+class InvalidRuntimeOptions(ValueError):
+    """Raised by a runtime's constructor when the worker's ``--option`` values are wrong; the
+    worker exits with the message instead of failing every task."""
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """What a consumer knows when it builds its runtime."""
@@ -36,6 +42,12 @@ class RuntimeConfig:
     concurrency: int
     allow: tuple[str, ...] = ("runtimes.builtin",)
     options: dict[str, str] = field(default_factory=dict)
+    consumer_id: str = ""
+    """The consumer that owns this runtime: label external work with it."""
+    lease_holder: Callable[[str], Awaitable[str | None]] | None = None
+    """Given a task id, the consumer id whose live lease runs that task now (None if none). With
+    it, ``start`` can tell work of a live replica sharing the same engine from a dead
+    predecessor's: only the latter is an orphan."""
 
 
 class Runtime(abc.ABC):

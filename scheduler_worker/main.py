@@ -8,7 +8,7 @@ import structlog
 
 from runtimes.base import RuntimeConfig
 from runtimes.registry import load_runtime
-from scheduler_worker.consumer import Consumer
+from scheduler_worker.consumer import Consumer, new_consumer_id
 from taskbroker.backends import Backends
 from taskbroker.errors import StoreUnavailable
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
@@ -49,8 +49,16 @@ async def serve_worker(
     if definition is None:
         return
     runtime_class = load_runtime(definition.runtime)
+    consumer_id = new_consumer_id()
     runtime = runtime_class(
-        RuntimeConfig(scheduler=scheduler, concurrency=concurrency, allow=allow, options=options)
+        RuntimeConfig(
+            scheduler=scheduler,
+            concurrency=concurrency,
+            allow=allow,
+            options=options,
+            consumer_id=consumer_id,
+            lease_holder=backends.store.lease_holder,
+        )
     )
     consumer = Consumer(
         settings=settings,
@@ -60,5 +68,6 @@ async def serve_worker(
         scheduler=scheduler,
         concurrency=concurrency,
         prefetch=prefetch,
+        consumer_id=consumer_id,
     )
     await consumer.run(stop)

@@ -341,6 +341,18 @@ class TaskStore:
         return lost
 
     @redis_call
+    async def lease_holder(self, task_id: str) -> str | None:
+        """The consumer whose live lease runs ``task_id`` now; None if the task is not running or
+        its lease has lapsed. Runtimes use it (at start, in orphan sweeps) to tell a live
+        replica's work from a dead predecessor's."""
+        state, owner, until = await self._redis.hmget(
+            self._key("task", task_id), ["state", "lease_owner", "lease_until"]
+        )
+        if state != TaskState.RUNNING.value or not owner or float(until or 0) <= time.time():
+            return None
+        return str(owner)
+
+    @redis_call
     async def finish(
         self, task_id: str, *, consumer: str, state: TaskState, result: Any = None, error: str | None = None
     ) -> TaskState | None:
