@@ -20,6 +20,7 @@ Each check builds a fresh runtime, calls ``start`` and always ``close``, and bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -148,7 +149,9 @@ class RuntimeConformance:
         except TaskCancelled:
             return
         except AssertionError:
-            run.cancel()
+            run.cancel()  # a run that ignored cancel(): stop it so it cannot outlive the check
+            with contextlib.suppress(BaseException):
+                await run
             raise
         except Exception as exc:
             raise AssertionError(

@@ -65,12 +65,11 @@ class OutputTail:
         self.truncated = False
         self._buffer = bytearray()
 
-    async def read_from(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self._buffer += chunk
-            if len(self._buffer) > self.limit:
-                del self._buffer[: len(self._buffer) - self.limit]
-                self.truncated = True
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) > self.limit:
+            del self._buffer[: len(self._buffer) - self.limit]
+            self.truncated = True
 
     def text(self) -> str:
         data = bytes(self._buffer)
@@ -79,12 +78,35 @@ class OutputTail:
         return data.decode("utf-8", errors="replace")
 
 
+class _CommandProtocol(asyncio.SubprocessProtocol):
+    """Collects the output tail and tells apart the command's exit from its pipe's end.
+
+    asyncio's own Process.wait() returns only once every pipe is closed, which a background child
+    holding stdout delays forever; we need the exit itself, to kill such leftovers.
+    """
+
+    def __init__(self, tail: OutputTail) -> None:
+        self.tail = tail
+        self.exited = asyncio.Event()
+        self.output_closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.tail.feed(data.encode() if isinstance(data, str) else data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.output_closed.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
 @dataclass
 class _Run:
     """One live run: registered before run's first await, so a cancel is never lost."""
 
     cancelled: bool = False
-    process: asyncio.subprocess.Process | None = None
+    pid: int | None = None
+    exited: bool = False
     escalation: asyncio.Task[None] | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,17 +179,16 @@ class SubprocessRuntime(Runtime):
 
     async def close(self) -> None:
         for run in self._runs.values():
-            if run.process is not None and run.process.returncode is None:
-                _signal_group(run.process.pid, signal.SIGKILL)
+            if run.pid is not None and not run.exited:
+                _signal_group(run.pid, signal.SIGKILL)
 
     async def run(self, task: Task) -> Any:
         run = self._runs[task.id] = _Run()
         try:
             return await self._run(task, run)
         finally:
-            process = run.process
-            if process is not None and process.returncode is None:  # run() itself was cancelled
-                _signal_group(process.pid, signal.SIGKILL)
+            if run.pid is not None and not run.exited:  # run() itself was cancelled
+                _signal_group(run.pid, signal.SIGKILL)
             if run.escalation is not None:
                 run.escalation.cancel()
             self._record_path(task).unlink(missing_ok=True)
@@ -197,8 +218,10 @@ class SubprocessRuntime(Runtime):
             ) from exc
         executable = self._allowed_executable(spec.command[0])
         bound = log.bind(task_id=str(task.id), scheduler=task.scheduler, attempt=task.attempts)
+        tail = OutputTail(self._output_tail)
         try:
-            process = await asyncio.create_subprocess_exec(
+            transport, protocol = await asyncio.get_running_loop().subprocess_exec(
+                lambda: _CommandProtocol(tail),
                 spec.command[0],
                 *spec.command[1:],
                 executable=executable,
@@ -211,32 +234,37 @@ class SubprocessRuntime(Runtime):
             )
         except OSError as exc:
             raise TaskFailed(f"cannot start {spec.command[0]!r}: {exc}") from exc
-        run.process = process
-        self._write_record(task, process.pid)
-        bound.info("subprocess.started", pid=process.pid, executable=executable)
-        if run.cancelled:  # cancel arrived while the process was being started
-            self._stop(run)
-        assert process.stdout is not None
-        tail = OutputTail(self._output_tail)
-        reading = asyncio.create_task(tail.read_from(process.stdout))
-        timed_out = False
         try:
-            async with asyncio.timeout(spec.timeout):
-                exit_code = await process.wait()
-        except TimeoutError:
-            timed_out = True
-            self._stop(run)
-            exit_code = await process.wait()
-        _signal_group(process.pid, signal.SIGKILL)  # leftovers in its group would hold the pipe open
-        await reading
-        bound.info("subprocess.exited", pid=process.pid, exit_code=exit_code, cancelled=run.cancelled)
+            pid = run.pid = transport.get_pid()
+            self._write_record(task, pid)
+            bound.info("subprocess.started", pid=pid, executable=executable)
+            if run.cancelled:  # cancel arrived while the process was being started
+                self._stop(run)
+            timed_out = False
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    await protocol.exited.wait()
+            except TimeoutError:
+                timed_out = True
+                self._stop(run)
+                await protocol.exited.wait()
+            run.exited = True
+            exit_code = transport.get_returncode()
+            assert exit_code is not None
+            _signal_group(pid, signal.SIGKILL)  # leftovers in its group would hold the pipe open
+            with contextlib.suppress(TimeoutError):  # unless one escaped the group (setsid)
+                async with asyncio.timeout(self._kill_grace):
+                    await protocol.output_closed.wait()
+        finally:
+            transport.close()
+        bound.info("subprocess.exited", pid=pid, exit_code=exit_code, cancelled=run.cancelled)
         if run.cancelled:
             raise TaskCancelled(str(task.id))
         output = tail.text()
         if timed_out:
             raise TaskFailed(f"{spec.command[0]} ran longer than its timeout of {spec.timeout} s: {output}")
         if exit_code < 0:
-            raise TaskFailed(f"{spec.command[0]} was killed by {signal.Signals(-exit_code).name}: {output}")
+            raise TaskFailed(f"{spec.command[0]} was killed by {signal.strsignal(-exit_code)}: {output}")
         if exit_code != 0:
             raise TaskFailed(f"{spec.command[0]} exited with code {exit_code}: {output}")
         return {"exit_code": exit_code, "output": output, "output_truncated": tail.truncated}
@@ -250,15 +278,15 @@ class SubprocessRuntime(Runtime):
 
     def _stop(self, run: _Run) -> None:
         """SIGTERM the run's group now and SIGKILL it after the grace period, without waiting."""
-        process = run.process
-        if process is None or run.escalation is not None or process.returncode is not None:
+        pid = run.pid
+        if pid is None or run.escalation is not None or run.exited:
             return
-        _signal_group(process.pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
 
         async def escalate() -> None:
             await asyncio.sleep(self._kill_grace)
-            if process.returncode is None:
-                _signal_group(process.pid, signal.SIGKILL)
+            if not run.exited:
+                _signal_group(pid, signal.SIGKILL)
 
         run.escalation = asyncio.create_task(escalate())
 
