@@ -106,6 +106,8 @@ class Runtime(abc.ABC):
         register the run (by ``task.id``) before the first ``await``. The same task can come
         again as a later attempt after a crash: name external work after ``task.id`` and
         ``task.attempts`` so that a repeat never collides with, or silently reuses, an old run.
+        A run that ignores ``cancel`` at shutdown has its coroutine cancelled
+        (``asyncio.CancelledError``): stop the work in a ``finally`` block.
         """
 
     @abc.abstractmethod
