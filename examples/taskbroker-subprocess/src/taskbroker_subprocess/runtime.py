@@ -233,6 +233,8 @@ class SubprocessRuntime(Runtime):
                 start_new_session=True,
             )
         except OSError as exc:
+            if run.cancelled:
+                raise TaskCancelled(str(task.id)) from exc
             raise TaskFailed(f"cannot start {spec.command[0]!r}: {exc}") from exc
         try:
             pid = run.pid = transport.get_pid()
