@@ -1,10 +1,17 @@
 """The Runtime contract: the public API for anyone who adds a way to run tasks.
 
-A consumer owns one Runtime instance for its scheduler and calls it from one asyncio event
-loop. Delivery is at-least-once: after a consumer crash the same task may be run again (with a
-higher ``task.attempts``), but never while another run of it is live. A runtime whose work has
-effects outside the consumer (a container, a Job) must therefore make ``run`` safe to repeat,
-for instance by naming that work after the task id and attempt, and find it again in ``start``.
+A consumer process serves one scheduler. It builds one Runtime instance from the class registered
+under the scheduler's runtime name, calls ``start`` once, then ``run`` for each task it claims
+(up to its concurrency at once, all on one asyncio event loop), ``cancel`` when a running task is
+aborted, times out or must be given up, and ``close`` once at shutdown. docs/runtimes.md walks
+through writing, testing and packaging a runtime; ``runtimes.testing`` checks one against this
+contract.
+
+Delivery is at least once: a task may be run again, with a higher ``task.attempts``, after its
+consumer crashed or lost Redis, but never while another run of it is live (the broker fences the
+old run first). A runtime whose work has effects outside the consumer process (a container, a
+Kubernetes Job, a file) must make ``run`` safe to repeat: name that work after the task id and
+attempt, and let ``start`` clean up what a crashed predecessor left running.
 """
 
 from __future__ import annotations
@@ -20,23 +27,33 @@ from taskbroker.models import Task
 class TaskFailed(Exception):
     """Raised by ``run`` when the task failed; its message becomes the task's ``error``.
 
-    Any other exception from ``run`` fails the task too, with ``"<ExceptionType>: <message>"``.
+    Write the message for the person who scheduled the task: what failed and, if the output
+    shows why, the last lines of it (keep it to a few KiB). Any other exception from ``run``
+    fails the task too, with ``"<ExceptionType>: <message>"`` as its error; neither ever stops
+    the consumer.
     """
 
 
 class TaskCancelled(Exception):
     """Raised by ``run`` when ``cancel`` stopped it. The consumer then writes nothing: whoever
-    cancelled (an abort, the timeout daemon) has already recorded the final state."""
+    cancelled (an abort, the timeout daemon) has already recorded the final state, or the task
+    goes back to the queue (shutdown, lost lease) to run again."""
 
 
-class InvalidRuntimeOptions(ValueError):
-    """Raised by a runtime's constructor when the worker's ``--option`` values are wrong; the
-    worker exits with the message instead of failing every task."""
+class RuntimeConfigError(ValueError):
+    """Raised by a runtime's ``__init__`` or ``start`` when its options (``RuntimeConfig``) are
+    wrong or the environment cannot support it. The consumer exits at once with this message,
+    so say which option is wrong and what would be right."""
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """What a consumer knows when it builds its runtime."""
+    """What a consumer knows when it builds its runtime.
+
+    ``options`` are the consumer's ``--option KEY=VALUE`` flags, uninterpreted: each runtime
+    documents the keys it reads, and raises RuntimeConfigError for a bad value. ``allow`` is the
+    consumer's ``--allow`` list (Inline's module allow-list); other runtimes may ignore it.
+    """
 
     scheduler: str
     concurrency: int
@@ -54,37 +71,61 @@ class Runtime(abc.ABC):
     """Runs the tasks of one scheduler. Subclass it and register the class under the entry point
     group ``taskbroker.runtimes``; the name you register is what ``POST /scheduler`` takes as
     ``runtime``.
+
+    The consumer calls every method from one event loop, never from a thread; several ``run``
+    calls are in flight at once (up to the consumer's concurrency), so keep per-run state keyed
+    by ``task.id``. Methods must not block the loop: the consumer's heartbeats and cancel notices
+    share it.
     """
 
     name: ClassVar[str]
+    """The name the runtime is registered under (for logs and messages)."""
 
     def __init__(self, config: RuntimeConfig) -> None:
+        """Keep the config; validate ``config.options`` here and raise RuntimeConfigError for a
+        bad one. Do no I/O: that belongs in ``start``."""
         self.config = config
 
     async def start(self) -> None:
-        """Called once before the first task. Find work a crashed predecessor left behind
-        (containers, Jobs) and clean it up; the broker re-runs those tasks itself."""
+        """Called once before the first ``run``. Connect to what you need, and adopt what a crashed
+        predecessor on this host left behind: stop and remove containers, Jobs or processes of
+        runs that no consumer owns any more. Do not re-run their tasks; the broker republishes
+        them once their leases lapse, and they arrive through ``run`` with a higher attempt.
+        Raise RuntimeConfigError if the runtime cannot work here (the consumer exits)."""
 
     async def close(self) -> None:
-        """Called once at shutdown, after every run has returned or been cancelled."""
+        """Called once at shutdown, after every ``run`` has returned or been cancelled and waited
+        for. Release connections and threads; leave nothing running."""
 
     @abc.abstractmethod
     async def run(self, task: Task) -> Any:
         """Run one attempt of ``task`` to its end and return its result.
 
-        The return value must be JSON-serialisable; it becomes the task's ``result`` and the task
-        ends ``complete``. Raise TaskFailed (or any exception) to end it ``failed``. Raise
-        TaskCancelled if ``cancel`` stopped this run. May take hours: the consumer keeps the
-        task's lease alive meanwhile. Must not block the event loop: run blocking work in a thread
-        or another process.
+        ``task.attributes`` is the client's JSON object, unvalidated: check it here and raise
+        TaskFailed saying what is wrong. The return value must be JSON-serialisable (keep it
+        small: it is stored in Redis with the task); it becomes the task's ``result`` and the
+        task ends ``complete``. Raise TaskFailed (or any exception) to end it ``failed``; a
+        failure to even submit the work (an image that cannot be pulled) must raise too, at once,
+        never leave the task ``running``. Raise TaskCancelled if ``cancel`` stopped this run.
+
+        May take hours: the consumer keeps the task's lease alive meanwhile. ``cancel`` can arrive
+        at any point after ``run`` was called, including while it is still starting the work, so
+        register the run (by ``task.id``) before the first ``await``. The same task can come
+        again as a later attempt after a crash: name external work after ``task.id`` and
+        ``task.attempts`` so that a repeat never collides with, or silently reuses, an old run.
+        A run that ignores ``cancel`` at shutdown has its coroutine cancelled
+        (``asyncio.CancelledError``): stop the work in a ``finally`` block.
         """
 
     @abc.abstractmethod
     async def cancel(self, task: Task) -> None:
-        """Stop the live run of ``task`` (aborted, or past its timeout), then return.
+        """Stop the live run of ``task`` (aborted, past its timeout, or its lease lost), then return.
 
-        After it returns, the pending ``run`` call for this task must end promptly by raising
-        TaskCancelled. Must be idempotent, and a no-op if the run has already ended or never
+        Return quickly: start the stop (a signal, a delete call) and leave slow escalation to the
+        run or to ``wait_stopped``; the consumer calls ``cancel`` from its heartbeat. After it
+        returns, the pending ``run`` call for this task must end promptly by raising
+        TaskCancelled, even if the work had not started yet. Must be idempotent (it may be
+        called again, or concurrently), and a no-op if the run has already ended or never
         started on this consumer.
         """
 
@@ -93,6 +134,7 @@ class Runtime(abc.ABC):
 
         At shutdown the consumer hands unfinished tasks to other replicas only after this
         returns, so a run that ``cancel`` could not stop at once (a thread, a container that
-        ignores SIGTERM) never overlaps with the next attempt. The default suits runtimes whose
-        ``cancel`` returns only when the work has stopped.
+        ignores SIGTERM) never overlaps with the next attempt. Return at once if nothing of the
+        task is running. The default suits runtimes whose ``run`` raises TaskCancelled only once
+        the work has stopped.
         """

@@ -22,7 +22,7 @@ from uuid import UUID
 import structlog
 from pydantic import ValidationError
 
-from runtimes.base import InvalidRuntimeOptions, Runtime, RuntimeConfig, TaskCancelled, TaskFailed
+from runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
 from runtimes.docker_engine import DockerEngine, EngineError
 from runtimes.docker_spec import LABEL_PREFIX, DockerOptions, DockerTaskSpec, PullPolicy, describe_errors
 from taskbroker.errors import TaskbrokerError
@@ -71,7 +71,7 @@ class DockerRuntime(Runtime):
         try:
             self.engine = DockerEngine(self.options.docker_host)
         except ValueError as exc:
-            raise InvalidRuntimeOptions(str(exc)) from exc
+            raise RuntimeConfigError(str(exc)) from exc
         self._attempts: dict[UUID, _Attempt] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._log = log.bind(scheduler=config.scheduler, consumer=config.consumer_id)

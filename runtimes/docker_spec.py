@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runtimes.base import InvalidRuntimeOptions
+from runtimes.base import RuntimeConfigError
 from runtimes.docker_engine import docker_host
 
 LABEL_PREFIX = "io.taskbroker"
@@ -82,11 +82,11 @@ class DockerOptions:
     def parse(cls, options: Mapping[str, str]) -> DockerOptions:
         unknown = sorted(set(options) - set(cls.KEYS))
         if unknown:
-            raise InvalidRuntimeOptions(f"unknown docker runtime options {unknown}; known: {list(cls.KEYS)}")
+            raise RuntimeConfigError(f"unknown docker runtime options {unknown}; known: {list(cls.KEYS)}")
         try:
             pull = PullPolicy(options.get("pull", PullPolicy.MISSING.value))
         except ValueError:
-            raise InvalidRuntimeOptions(
+            raise RuntimeConfigError(
                 f"option pull={options['pull']!r}: use one of {[p.value for p in PullPolicy]}"
             ) from None
         return cls(
@@ -111,9 +111,9 @@ def _positive_int(options: Mapping[str, str], key: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidRuntimeOptions(f"option {key}={raw!r} is not an integer") from None
+        raise RuntimeConfigError(f"option {key}={raw!r} is not an integer") from None
     if value < 1:
-        raise InvalidRuntimeOptions(f"option {key}={raw!r} must be at least 1")
+        raise RuntimeConfigError(f"option {key}={raw!r} must be at least 1")
     return value
 
 

@@ -44,7 +44,9 @@ async def serve_worker(
     options: dict[str, str],
     stop: asyncio.Event,
 ) -> None:
-    """Run one consumer until ``stop``. Raises UnknownScheduler or RuntimeNotInstalled at start."""
+    """Run one consumer until ``stop``.
+
+    Raises UnknownScheduler, RuntimeUnavailable or RuntimeConfigError at start."""
     definition = await wait_for_scheduler(backends, scheduler, stop)
     if definition is None:
         return

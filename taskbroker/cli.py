@@ -120,8 +120,8 @@ def worker(
     SIGTERM: stop taking tasks, let running ones finish within TASKBROKER_SHUTDOWN_GRACE seconds,
     hand the rest back to the queue, exit 0.
     """
-    from runtimes.base import InvalidRuntimeOptions
-    from runtimes.registry import RuntimeNotInstalled
+    from runtimes.base import RuntimeConfigError
+    from runtimes.registry import RuntimeUnavailable
     from scheduler_worker.main import serve_worker
     from taskbroker.backends import real_backends
     from taskbroker.errors import UnknownScheduler
@@ -150,7 +150,7 @@ def worker(
 
     try:
         asyncio.run(main())
-    except (UnknownScheduler, RuntimeNotInstalled, InvalidRuntimeOptions) as exc:
+    except (UnknownScheduler, RuntimeUnavailable, RuntimeConfigError) as exc:
         err.print(f"[red]Cannot start the worker:[/red] {exc}")
         raise typer.Exit(1) from exc
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtimes.base import InvalidRuntimeOptions, RuntimeConfig, TaskFailed
+from runtimes.base import RuntimeConfig, RuntimeConfigError, TaskFailed
 from runtimes.docker import DockerRuntime
 from runtimes.docker_engine import DEFAULT_DOCKER_HOST, demultiplex, docker_host
 from runtimes.docker_spec import DockerOptions, PullPolicy
@@ -111,7 +111,7 @@ def test_the_docker_host_option_beats_the_environment(monkeypatch: pytest.Monkey
 def test_bad_worker_options_stop_the_worker_with_a_clear_message(
     options: dict[str, str], complaint: str
 ) -> None:
-    with pytest.raises(InvalidRuntimeOptions) as failure:
+    with pytest.raises(RuntimeConfigError) as failure:
         DockerRuntime(RuntimeConfig(scheduler="s", concurrency=1, options=options))
     assert complaint in str(failure.value)
 

@@ -1,0 +1,104 @@
+"""Runtimes are found by entry point; a plugin that cannot be used is named, never a traceback."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runtimes.base import Runtime
+from runtimes.inline import InlineRuntime
+from runtimes.registry import RuntimeBroken, RuntimeNotInstalled, installed_runtimes, load_runtime
+from tests.support.plugin_dists import IMPORT_ERROR, WORKING_RUNTIME, write_plugin
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory on sys.path that plugins are written into, as into site-packages."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def _unique(stem: str) -> str:
+    """Module and runtime names no other test (or sys.modules) has seen."""
+    return f"{stem}_{uuid.uuid4().hex[:8]}"
+
+
+def test_a_plugin_package_adds_a_runtime_without_any_edit_of_ours(plugin_dir: Path) -> None:
+    module, name = _unique("good_plugin"), _unique("good")
+    write_plugin(
+        plugin_dir,
+        package="taskbroker-good",
+        runtime=name,
+        target=f"{module}:GoodRuntime",
+        module_source=WORKING_RUNTIME.format(cls="GoodRuntime", name=name),
+    )
+
+    runtime = load_runtime(name)
+
+    assert issubclass(runtime, Runtime)
+    assert runtime.name == name
+    assert name in installed_runtimes()
+
+
+def test_a_plugin_that_fails_to_import_is_reported_naming_its_package_and_the_error(plugin_dir: Path) -> None:
+    name = _unique("broken")
+    write_plugin(
+        plugin_dir,
+        package="taskbroker-broken",
+        runtime=name,
+        target=f"{_unique('broken_plugin')}:BrokenRuntime",
+        module_source=IMPORT_ERROR,
+    )
+
+    with pytest.raises(RuntimeBroken) as raised:
+        load_runtime(name)
+
+    message = str(raised.value)
+    assert "taskbroker-broken 1.0" in message
+    assert "ModuleNotFoundError" in message
+    assert "missing_dependency_of_the_plugin" in message
+    assert name in installed_runtimes()  # listing never imports a plugin
+
+
+def test_an_entry_point_that_is_not_a_runtime_class_is_refused_naming_its_package(plugin_dir: Path) -> None:
+    module, name = _unique("wrong_plugin"), _unique("wrong")
+    write_plugin(
+        plugin_dir,
+        package="taskbroker-wrong",
+        runtime=name,
+        target=f"{module}:not_a_runtime",
+        module_source="def not_a_runtime():\n    return None\n",
+    )
+
+    with pytest.raises(RuntimeBroken, match=r"taskbroker-wrong 1\.0 does not name a Runtime subclass"):
+        load_runtime(name)
+
+
+def test_a_runtime_name_claimed_by_two_packages_is_refused_naming_both(plugin_dir: Path) -> None:
+    name = _unique("twice")
+    for package in ("taskbroker-first", "taskbroker-second"):
+        module = _unique("twice_plugin")
+        write_plugin(
+            plugin_dir,
+            package=package,
+            runtime=name,
+            target=f"{module}:TwiceRuntime",
+            module_source=WORKING_RUNTIME.format(cls="TwiceRuntime", name=name),
+        )
+
+    with pytest.raises(RuntimeBroken) as raised:
+        load_runtime(name)
+
+    assert "taskbroker-first 1.0" in str(raised.value)
+    assert "taskbroker-second 1.0" in str(raised.value)
+
+
+def test_an_unknown_runtime_is_not_installed_and_the_installed_ones_are_named() -> None:
+    with pytest.raises(RuntimeNotInstalled, match=r"'no-such-runtime' is not installed.*inline"):
+        load_runtime("no-such-runtime")
+
+
+def test_the_built_in_inline_runtime_is_found_by_entry_point_like_any_plugin() -> None:
+    assert load_runtime("inline") is InlineRuntime
