@@ -28,6 +28,11 @@ class TaskCancelled(Exception):
     cancelled (an abort, the timeout daemon) has already recorded the final state."""
 
 
+class RuntimeMisconfigured(ValueError):
+    """Raised by a runtime's constructor when the worker's options cannot work; the worker exits
+    with this message instead of taking tasks it could never run."""
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """What a consumer knows when it builds its runtime."""
