@@ -303,7 +303,9 @@ class Cluster:
 
     async def hold_lease(self, namespace: str, name: str, *, labels: dict[str, str], seconds: int) -> None:
         """Create or renew this consumer's Lease."""
+        # MicroTime is parsed with exactly six fraction digits, and isoformat() drops a zero fraction.
         now = datetime.now(UTC)
+        now = now.replace(microsecond=now.microsecond or 1)
         lease = V1Lease(
             metadata=V1ObjectMeta(name=name, namespace=namespace, labels=labels),
             spec=V1LeaseSpec(holder_identity=name, lease_duration_seconds=seconds, renew_time=now),
