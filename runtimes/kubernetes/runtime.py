@@ -30,7 +30,6 @@ from pydantic import ValidationError
 from runtimes.base import Runtime, RuntimeConfig, TaskCancelled, TaskFailed
 from runtimes.kubernetes.cluster import (
     Cluster,
-    JobOutcome,
     JobVanished,
     KubernetesUnavailable,
     metadata,
@@ -68,7 +67,8 @@ class _JobRun:
     namespace: str
     name: str
     cancelled: bool = False
-    watcher: asyncio.Future[tuple[Any, JobOutcome]] | None = None
+    work: asyncio.Future[Any] | None = None
+    """Everything run() does for this Job, so cancel() can interrupt any step of it."""
 
     def was_cancelled(self) -> bool:
         """Read through a method where the code awaits between checks: cancel() may set it meanwhile."""
@@ -205,8 +205,13 @@ class KubernetesRuntime(Runtime):
         run = _JobRun(namespace, name_of(job))
         self._runs[task.id] = run
         bound = self._log.bind(task_id=str(task.id), job=run.name, namespace=namespace)
+        run.work = asyncio.ensure_future(self._run_job(task, job, run, bound))
         try:
-            return await self._run_job(task, job, run, bound)
+            return await run.work
+        except asyncio.CancelledError:
+            if run.was_cancelled():
+                raise TaskCancelled(str(task.id)) from None
+            raise
         finally:
             self._runs.pop(task.id, None)
 
@@ -228,13 +233,8 @@ class KubernetesRuntime(Runtime):
             # cancel() may have deleted before our create reached the server.
             await cluster.delete_job(run.namespace, run.name)
             raise TaskCancelled(str(task.id))
-        run.watcher = asyncio.ensure_future(cluster.wait_finished(run.namespace, run.name))
         try:
-            _, final = await run.watcher
-        except asyncio.CancelledError:
-            if run.was_cancelled():
-                raise TaskCancelled(str(task.id)) from None
-            raise
+            _, final = await cluster.wait_finished(run.namespace, run.name)
         except JobVanished:
             if run.was_cancelled():
                 raise TaskCancelled(str(task.id)) from None
@@ -272,6 +272,10 @@ class KubernetesRuntime(Runtime):
         self._stopping[task.id] = run
         while len(self._stopping) > STOPPED_MEMORY:
             self._stopping.popitem(last=False)
+        # Interrupt run() first (a watch, a create in flight, waiting out an old attempt), then
+        # delete: a create that completed is deleted, one abandoned never made a Job.
+        if run.work is not None:
+            run.work.cancel()
         try:
             cluster = await self._connected()
             await cluster.delete_job(run.namespace, run.name)
@@ -286,9 +290,6 @@ class KubernetesRuntime(Runtime):
                 error=str(exc),
                 note="the Job runs until its deadline unless a later attempt or a peer's sweep deletes it",
             )
-        finally:
-            if run.watcher is not None:
-                run.watcher.cancel()
 
     async def wait_stopped(self, task: Task) -> None:
         """Return once the cancelled run's Job (and so its pod) no longer exists."""

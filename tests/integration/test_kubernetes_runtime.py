@@ -341,6 +341,29 @@ async def test_a_new_attempt_deletes_the_job_of_the_earlier_attempt_first(
     assert fake.job_names() == [job_name(second)]
 
 
+async def test_cancel_interrupts_a_run_still_waiting_for_an_earlier_attempts_job_to_go(
+    fake: FakeKubernetes, runtime: KubernetesRuntime
+) -> None:
+    first = _task({"image": "busybox:ok"}, attempts=1)
+    fake.add_job(_left_behind(first, runtime.identity))
+    fake.stuck.add(job_name(first))
+    second = _task({"image": "busybox:ok"}, attempts=2, task_id=first.id)
+    running = asyncio.create_task(runtime.run(second))
+
+    async def old_job_deleted() -> bool:
+        return any(name == job_name(first) for _, name, _ in fake.deletions)
+
+    await eventually(old_job_deleted, what="the earlier attempt's Job to be deleted")
+
+    await runtime.cancel(second)
+
+    with pytest.raises(TaskCancelled):
+        await running
+    await runtime.wait_stopped(second)
+    assert fake.job("default", job_name(second)) is None
+    assert [sent["metadata"]["name"] for sent in fake.created] == []
+
+
 async def test_start_deletes_unfinished_jobs_of_dead_consumers_and_spares_live_and_finished_ones(
     fake: FakeKubernetes, kubeconfig: Path
 ) -> None:

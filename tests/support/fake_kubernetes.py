@@ -78,6 +78,8 @@ class FakeKubernetes:
         self.deletions: list[tuple[str, str, str | None]] = []
         """(namespace, name, propagationPolicy) of every Job DELETE."""
         self.requests: list[tuple[str, str]] = []
+        self.stuck: set[str] = set()
+        """Names of Jobs whose deletion never completes (a finalizer nobody removes)."""
         self.refuse_create: int | None = None
         """An HTTP status (e.g. 403) to answer Job creation with."""
         self.expire_next_watch = False
@@ -247,6 +249,9 @@ class FakeKubernetes:
             self._stamp(namespace, job)
             self._changed(namespace, "MODIFIED", job)
         answer = copy.deepcopy(job)
+        if name in self.stuck:
+            job["metadata"].setdefault("deletionTimestamp", _now())
+            return answer
         if policy != "Orphan":
             for key in [
                 k
