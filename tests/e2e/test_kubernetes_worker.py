@@ -3,6 +3,7 @@ tasks as Jobs on the fake Kubernetes API server this test process serves."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +28,23 @@ def fake() -> Iterator[FakeKubernetes]:
 
 
 def _start(
-    processes: Processes, http: httpx.Client, fake: FakeKubernetes, tmp_path: Path
+    processes: Processes,
+    http: httpx.Client,
+    fake: FakeKubernetes,
+    tmp_path: Path,
+    *,
+    api: BlockingApi | None = None,
+    name: str = "worker",
+    env: dict[str, str] | None = None,
 ) -> tuple[BlockingApi, ManagedProcess]:
-    _, url = processes.api()
-    api = BlockingApi(http, url)
-    api.register(SCHEDULER, runtime="kubernetes")
+    """The API (unless given) with the scheduler registered, and a worker subscribed to it."""
+    if api is None:
+        _, url = processes.api()
+        api = BlockingApi(http, url)
+        api.register(SCHEDULER, runtime="kubernetes")
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
     worker = processes.start(
-        "worker",
+        name,
         "worker",
         "--scheduler",
         SCHEDULER,
@@ -42,6 +52,7 @@ def _start(
         f"kubeconfig={kubeconfig}",
         "--option",
         "images=busybox:*",
+        env=env,
     )
     worker.wait_for_event("consumer.subscribed")
     return api, worker
@@ -100,3 +111,50 @@ def test_a_worker_with_an_unknown_kubernetes_option_exits_naming_it(
     assert "imagez" in stderr, stderr
     assert "Known options" in stderr, stderr
     assert not worker.events("consumer.subscribed")
+
+
+def _first_job(fake: FakeKubernetes) -> str:
+    job = eventually_sync(lambda: next(iter(fake.job_names()), None), what="a Job to be created")
+    assert job is not None
+    return job
+
+
+def test_a_worker_stopped_mid_task_deletes_the_job_and_the_next_worker_runs_the_task_again(
+    processes: Processes, http: httpx.Client, fake: FakeKubernetes, tmp_path: Path
+) -> None:
+    api, first = _start(processes, http, fake, tmp_path, env={"TASKBROKER_SHUTDOWN_GRACE": "0.5"})
+    task = api.schedule(SCHEDULER, {"image": "busybox:forever"})
+    job = _first_job(fake)
+
+    first.send(signal.SIGTERM)
+
+    assert first.wait() == 0
+    assert ("default", job, "Foreground") in fake.deletions
+    assert fake.job_names() == []
+    assert fake.leases == {}  # the stopped consumer gave its Lease up
+    _start(processes, http, fake, tmp_path, api=api, name="worker-2")
+    rerun = _first_job(fake)
+    fake.finish("default", rerun, "succeed", log="second time lucky\n")
+    assert api.wait_for_state(task["id"])["result"]["log"] == "second time lucky\n"
+
+
+def test_when_a_worker_dies_the_rerun_deletes_its_job_before_starting_a_new_one(
+    processes: Processes, http: httpx.Client, fake: FakeKubernetes, tmp_path: Path
+) -> None:
+    api, first = _start(processes, http, fake, tmp_path)
+    processes.timeout_daemon()
+    task = api.schedule(SCHEDULER, {"image": "busybox:forever"})
+    old = _first_job(fake)
+
+    first.kill()
+    _start(processes, http, fake, tmp_path, api=api, name="worker-2")
+
+    new = eventually_sync(
+        lambda: next((name for name in fake.job_names() if name != old), None),
+        what="the re-run's Job",
+    )
+    assert new is not None
+    assert ("default", old, "Foreground") in fake.deletions
+    assert fake.job_names() == [new]
+    fake.finish("default", new, "succeed")
+    assert api.wait_for_state(task["id"])["state"] == "complete"
