@@ -131,6 +131,10 @@ class KubernetesRuntime(Runtime):
                 await self._renew_and_sweep()
             except KubernetesUnavailable as exc:
                 self._log.warning("kubernetes.lease_renewal_failed", error=str(exc))
+            except (
+                Exception
+            ) as exc:  # this loop must outlive any surprise, or peers take our Jobs for orphans
+                self._log.exception("kubernetes.lease_renewal_error", error=f"{type(exc).__name__}: {exc}")
 
     async def _hold_lease(self, cluster: Cluster) -> None:
         await cluster.hold_lease(
