@@ -28,9 +28,9 @@ class TaskCancelled(Exception):
     cancelled (an abort, the timeout daemon) has already recorded the final state."""
 
 
-class RuntimeMisconfigured(ValueError):
-    """Raised by a runtime's constructor when the worker's options cannot work; the worker exits
-    with this message instead of taking tasks it could never run."""
+class InvalidRuntimeOptions(ValueError):
+    """Raised by a runtime's constructor when the worker's ``--option`` values are wrong; the
+    worker exits with the message instead of failing every task."""
 
 
 @dataclass(frozen=True)

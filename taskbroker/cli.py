@@ -120,7 +120,7 @@ def worker(
     SIGTERM: stop taking tasks, let running ones finish within TASKBROKER_SHUTDOWN_GRACE seconds,
     hand the rest back to the queue, exit 0.
     """
-    from runtimes.base import RuntimeMisconfigured
+    from runtimes.base import InvalidRuntimeOptions
     from runtimes.registry import RuntimeNotInstalled
     from scheduler_worker.main import serve_worker
     from taskbroker.backends import real_backends
@@ -150,7 +150,7 @@ def worker(
 
     try:
         asyncio.run(main())
-    except (UnknownScheduler, RuntimeNotInstalled, RuntimeMisconfigured) as exc:
+    except (UnknownScheduler, RuntimeNotInstalled, InvalidRuntimeOptions) as exc:
         err.print(f"[red]Cannot start the worker:[/red] {exc}")
         raise typer.Exit(1) from exc
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Self
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runtimes.base import RuntimeMisconfigured
+from runtimes.base import InvalidRuntimeOptions
 
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 """A namespace name (RFC 1123 label)."""
@@ -98,7 +98,7 @@ class KubernetesOptions(BaseModel):
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
             )
-            raise RuntimeMisconfigured(
+            raise InvalidRuntimeOptions(
                 f"invalid --option for the kubernetes runtime: {problems}. Known options: "
                 f"{', '.join(sorted(cls.model_fields))}"
             ) from exc

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes.aio.client import ApiClient
 
-from runtimes.base import RuntimeConfig, RuntimeMisconfigured, TaskCancelled, TaskFailed
+from runtimes.base import InvalidRuntimeOptions, RuntimeConfig, TaskCancelled, TaskFailed
 from runtimes.kubernetes import KubernetesRuntime
 from runtimes.kubernetes.manifest import CONSUMER, build_job, job_labels, job_name
 from runtimes.kubernetes.options import JobAttributes, KubernetesOptions
@@ -398,7 +398,7 @@ async def test_start_deletes_unfinished_jobs_of_dead_consumers_and_spares_live_a
 
 
 def test_an_unknown_worker_option_refuses_to_build_the_runtime_naming_the_known_ones() -> None:
-    with pytest.raises(RuntimeMisconfigured, match=r"imagez.*Known options: .*images"):
+    with pytest.raises(InvalidRuntimeOptions, match=r"imagez.*Known options: .*images"):
         KubernetesRuntime(RuntimeConfig(scheduler=SCHEDULER, concurrency=1, options={"imagez": "x"}))
 
 
