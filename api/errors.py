@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from taskbroker.errors import (
     BrokerUnavailable,
     QueueMissing,
+    ScheduleNameTaken,
+    ScheduleNotFound,
     SchedulerBusy,
     SchedulerConflict,
     StoreUnavailable,
@@ -31,6 +33,8 @@ STATUS_OF: dict[type[Exception], int] = {
     SchedulerConflict: 409,
     SchedulerBusy: 409,
     TaskAlreadyFinished: 409,
+    ScheduleNotFound: 404,
+    ScheduleNameTaken: 409,
     StoreUnavailable: 503,
     BrokerUnavailable: 503,
     QueueMissing: 503,
