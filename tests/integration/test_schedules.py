@@ -375,3 +375,22 @@ async def test_clients_may_not_manage_schedules(api: Api) -> None:
     body = {"name": "n", "scheduler": SCHEDULER, "cron": "0 3 * * *"}
     assert (await api.http.post("/schedules", json=body, headers=headers)).status_code == 403
     assert (await api.http.get("/schedules", headers=headers)).status_code == 403
+
+
+async def test_schedules_fire_on_the_embedded_backends_of_taskbroker_dev(
+    settings: Settings, embedded: Backends
+) -> None:
+    from tests.support.inprocess import api_client
+
+    async with api_client(settings, embedded) as embedded_api:
+        await embedded_api.register(SCHEDULER)
+        schedule = await _create(embedded_api, cron="*/5 * * * *", no_overlap=True)
+        firer = _firer(settings, embedded)
+        first = _at(schedule["next_run_at"])
+        (task_id,) = (await firer.tick(first)).task_ids
+        assert (await firer.tick(first + timedelta(minutes=5))).overlapped == 1
+        forced = await embedded_api.http.post(f"/schedules/{schedule['id']}/run")
+        assert forced.status_code == 201, forced.text
+        runs = await _runs(embedded_api, schedule["id"])
+        assert [r["task_id"] for r in runs] == [forced.json()["id"], task_id]
+        assert {r["state"] for r in runs} == {"pending"}
