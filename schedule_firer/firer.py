@@ -68,9 +68,16 @@ class ScheduleFirer:
         report = TickReport()
         while True:
             due = await self._schedules.due(now, limit=self._batch)
+            before = report.fired + report.skipped + report.overlapped
             for schedule_id in due:
-                await self._fire(schedule_id, now, report)
-            if len(due) < self._batch:
+                try:
+                    await self._fire(schedule_id, now, report)
+                except TaskbrokerError:
+                    raise
+                except Exception:  # one broken schedule must not stop the others, nor the process
+                    log.exception("schedule.fire_error", schedule_id=schedule_id)
+            progressed = report.fired + report.skipped + report.overlapped > before
+            if len(due) < self._batch or not progressed:
                 break
         for record in await self._schedules.retake(
             cutoff=now - self._retry_after, now=now, limit=self._batch
