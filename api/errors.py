@@ -20,6 +20,7 @@ from taskbroker.errors import (
     StoreUnavailable,
     TaskAlreadyFinished,
     TaskbrokerError,
+    TaskExists,
     TaskNotFound,
     UnknownScheduler,
 )
@@ -35,6 +36,7 @@ STATUS_OF: dict[type[Exception], int] = {
     TaskAlreadyFinished: 409,
     ScheduleNotFound: 404,
     ScheduleNameTaken: 409,
+    TaskExists: 409,
     StoreUnavailable: 503,
     BrokerUnavailable: 503,
     QueueMissing: 503,

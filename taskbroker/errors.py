@@ -60,3 +60,7 @@ class ScheduleNotFound(TaskbrokerError):
 
 class ScheduleNameTaken(TaskbrokerError):
     """Another recurring schedule already has that name."""
+
+
+class TaskExists(TaskbrokerError):
+    """A task with that id is already stored (a schedule's run created by another firer)."""

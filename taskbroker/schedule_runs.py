@@ -13,7 +13,7 @@ from datetime import datetime
 
 import structlog
 
-from taskbroker.errors import ScheduleNotFound, TaskNotFound, UnknownScheduler
+from taskbroker.errors import ScheduleNotFound, TaskExists, TaskNotFound, UnknownScheduler
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker
@@ -59,6 +59,12 @@ async def create_run(
         await schedules.settle(record.task_id)
         await _pause(schedules, record.schedule_id, str(exc))
         raise
+    except TaskExists:
+        # Another firer took this run over and stored it; it publishes the message.
+        log.info(
+            "schedule.run_created_elsewhere", schedule_id=record.schedule_id, task_id=str(record.task_id)
+        )
+        return await store.get(record.task_id)
     await schedules.settle(record.task_id)
     log.info(
         "schedule.run_created",

@@ -394,3 +394,27 @@ async def test_schedules_fire_on_the_embedded_backends_of_taskbroker_dev(
         runs = await _runs(embedded_api, schedule["id"])
         assert [r["task_id"] for r in runs] == [forced.json()["id"], task_id]
         assert {r["state"] for r in runs} == {"pending"}
+
+
+async def test_creating_the_same_run_twice_stores_and_publishes_it_once(
+    api: Api, settings: Settings, real: Backends
+) -> None:
+    from taskbroker.schedule_runs import create_run
+
+    schedule = await _create(api, cron="0 3 * * *")
+    store = _store(settings, real)
+    record = await store.get(schedule["id"])
+    claimed = new_run(record, utcnow(), settings)
+    assert await store.fire(record, mode="force", following=None, record=claimed, now=utcnow())
+    kwargs: dict[str, Any] = {
+        "store": real.store,
+        "schedules": store,
+        "broker": real.broker,
+        "settings": settings,
+    }
+
+    first, second = await asyncio.gather(create_run(claimed, **kwargs), create_run(claimed, **kwargs))
+
+    assert first.id == second.id == claimed.task_id
+    stats = await real.broker.stats(queue_name(settings.key_prefix, SCHEDULER))
+    assert stats.messages == 1
