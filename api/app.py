@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routers import health, schedulers, tasks, tokens
+from api.routers import health, schedulers, schedules, tasks, tokens
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.settings import Settings
@@ -45,6 +45,6 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (tasks.router, schedulers.router, tokens.router, health.router):
+    for router in (tasks.router, schedulers.router, schedules.router, tokens.router, health.router):
         app.include_router(router)
     return app

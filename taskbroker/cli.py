@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
@@ -183,8 +184,8 @@ def dev(
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks the built-in consumer runs at once.")] = 4,
 ) -> None:
     """Everything in one process for trying taskbroker: the API, a `default` Inline scheduler with its
-    consumer, and the timeout daemon. Without TASKBROKER_REDIS_URL / TASKBROKER_AMQP_URL it needs no
-    servers: it runs on embedded ones that keep nothing after exit."""
+    consumer, the timeout daemon and the schedule firer. Without TASKBROKER_REDIS_URL /
+    TASKBROKER_AMQP_URL it needs no servers: it runs on embedded ones that keep nothing after exit."""
     from taskbroker.dev import serve_dev
 
     settings = _server_settings("dev")
@@ -380,3 +381,114 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (s
         err.print(f"[red]no token with id {token_id!r}[/red]")
         raise typer.Exit(1)
     err.print(f"revoked {token_id}")
+
+
+# Recurring schedules (client commands, over HTTP)
+
+schedules_app = typer.Typer(
+    help="Recurring schedules: list them (no subcommand), force a run, load a YAML file of them. "
+    "The `schedule-firer` process fires them.",
+)
+app.add_typer(schedules_app, name="schedules")
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+@schedules_app.callback(invoke_without_command=True)
+def schedules_list(
+    ctx: typer.Context, url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = None
+) -> None:
+    """Without a subcommand: a table of schedules (id, name, scheduler, trigger, next run, last state)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from taskbroker.triggers import describe
+
+    try:
+        with Client(url, token=token) as client:
+            rows = client.schedules_list()
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table("id", "name", "scheduler", "trigger", "next run", "last state", "runs")
+    for s in rows:
+        table.add_row(
+            str(s.id),
+            s.name,
+            s.scheduler,
+            describe(s.trigger_spec(None)),
+            _when(s.next_run_at) if s.enabled else "paused",
+            s.last_state or "-",
+            str(s.runs),
+        )
+    Console().print(table)
+
+
+@schedules_app.command("run")
+def schedules_run(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id (see `taskbroker schedules`).")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Force a run now (the next fire time is unchanged) and print the task it created."""
+    try:
+        with Client(url, token=token) as client:
+            _print_json(client.schedule_run(schedule_id).model_dump(mode="json"))
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@schedules_app.command("load")
+def schedules_load(
+    file: Annotated[Path, typer.Argument(help="A YAML file with a list under `schedules:`.")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+) -> None:
+    """Apply a file of schedules idempotently (matched by name): create new ones, update changed
+    ones, leave the rest. Prints one line per schedule: created, updated or unchanged."""
+    from taskbroker.schedule_file import Action, ScheduleFileError, plan, read_schedule_file
+
+    try:
+        declared = read_schedule_file(file)
+    except ScheduleFileError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        with Client(url, token=token) as client:
+            for change in plan(declared, client.schedules_list()):
+                if change.action is Action.CREATE:
+                    schedule_id = str(client.schedule_create(change.spec).id)
+                elif change.action is Action.UPDATE:
+                    assert change.schedule_id is not None
+                    schedule_id = str(client.schedule_update(change.schedule_id, change.fields).id)
+                else:
+                    schedule_id = change.schedule_id or ""
+                detail = f" ({', '.join(sorted(change.fields))})" if change.fields else ""
+                sys.stdout.write(f"{change.action.value} {change.name} {schedule_id}{detail}\n")
+    except (ApiError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command("schedule-firer")
+def schedule_firer() -> None:
+    """Fire due recurring schedules (creating their tasks). Run one or more: replicas never fire
+    one fire time twice."""
+    from schedule_firer.main import serve_firer
+    from taskbroker.backends import real_backends
+    from taskbroker.lifecycle import install_stop_signals
+
+    settings = _server_settings("schedule-firer")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        backends = real_backends(settings, connection_name=f"taskbroker-schedule-firer-{os.getpid()}")
+        try:
+            await serve_firer(settings, backends, stop)
+        finally:
+            await backends.close()
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ from uuid import UUID
 import httpx
 
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task
+from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 
 
 class ApiError(Exception):
@@ -69,3 +70,25 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} still {task.state.value} after {timeout} s")
             time.sleep(poll)
+
+    # Recurring schedules (one block, so it moves as one)
+
+    def schedules_list(self) -> list[Schedule]:
+        return [Schedule.model_validate(s) for s in self._call("GET", "/schedules")]
+
+    def schedule_create(self, spec: ScheduleSpec) -> Schedule:
+        body = spec.model_dump(mode="json", exclude_unset=True)
+        return Schedule.model_validate(self._call("POST", "/schedules", json=body))
+
+    def schedule_update(self, schedule_id: UUID | str, changes: dict[str, Any]) -> Schedule:
+        return Schedule.model_validate(self._call("PATCH", f"/schedules/{schedule_id}", json=changes))
+
+    def schedule_delete(self, schedule_id: UUID | str) -> None:
+        self._call("DELETE", f"/schedules/{schedule_id}")
+
+    def schedule_run(self, schedule_id: UUID | str) -> Task:
+        return Task.model_validate(self._call("POST", f"/schedules/{schedule_id}/run"))
+
+    def schedule_runs(self, schedule_id: UUID | str, limit: int = 100) -> list[ScheduleRun]:
+        runs = self._call("GET", f"/schedules/{schedule_id}/runs", params={"limit": limit})
+        return [ScheduleRun.model_validate(r) for r in runs]

@@ -1,5 +1,6 @@
-"""`taskbroker dev`: the API, a consumer of a `default` Inline scheduler and the timeout daemon in
-one process, on embedded backends unless Redis and RabbitMQ URLs are configured."""
+"""`taskbroker dev`: the API, a consumer of a `default` Inline scheduler, the timeout daemon and
+the schedule firer in one process, on embedded backends unless Redis and RabbitMQ URLs are
+configured."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from api.app import create_app
 from api.server import DrainingServer, draining_server
 from runtimes.base import RuntimeConfig
 from runtimes.inline import InlineRuntime
+from schedule_firer.firer import ScheduleFirer
 from scheduler_worker.consumer import Consumer
 from taskbroker.backends import Backends, embedded_backends, real_backends
 from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
+from taskbroker.schedule_store import ScheduleStore
 from taskbroker.settings import Settings
 from timeout_daemon.daemon import TimeoutDaemon
 
@@ -87,7 +90,14 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
         concurrency=concurrency,
     )
     daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    firer = ScheduleFirer(
+        settings=settings,
+        store=backends.store,
+        schedules=ScheduleStore(backends.store.redis, settings.key_prefix, settings.schedule_history),
+        broker=backends.broker,
+    )
     background = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(daemon.run(stop))]
+    background.append(asyncio.create_task(firer.run(stop)))
 
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host=host, port=port)

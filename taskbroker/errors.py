@@ -43,3 +43,24 @@ class TaskAlreadyFinished(TaskbrokerError):
 
 class InvalidCursor(TaskbrokerError):
     """A listing cursor that this API did not hand out."""
+
+
+class InvalidTrigger(TaskbrokerError):
+    """A schedule's trigger arguments are not valid; ``argument`` names the one at fault."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
+
+
+class ScheduleNotFound(TaskbrokerError):
+    """No recurring schedule has that id."""
+
+
+class ScheduleNameTaken(TaskbrokerError):
+    """Another recurring schedule already has that name."""
+
+
+class TaskExists(TaskbrokerError):
+    """A task with that id is already stored (a schedule's run created by another firer)."""

@@ -30,17 +30,24 @@ log = structlog.get_logger("taskbroker.scheduling")
 
 
 class TaskRequest:
-    """What a caller asks for; the timeout defaults to now + the default timeout."""
+    """What a caller asks for; the timeout defaults to now + the default timeout. ``task_id`` is
+    given by callers that chose it beforehand (a schedule's run); otherwise a new one is drawn."""
 
-    __slots__ = ("attributes", "owner", "scheduler", "timeout")
+    __slots__ = ("attributes", "owner", "scheduler", "task_id", "timeout")
 
     def __init__(
-        self, scheduler: str, attributes: dict[str, Any], timeout: datetime | None = None, owner: str = ""
+        self,
+        scheduler: str,
+        attributes: dict[str, Any],
+        timeout: datetime | None = None,
+        owner: str = "",
+        task_id: uuid.UUID | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.attributes = attributes
         self.timeout = timeout
         self.owner = owner
+        self.task_id = task_id
 
 
 async def schedule_tasks(
@@ -50,7 +57,13 @@ async def schedule_tasks(
     BrokerUnavailable or QueueMissing; after any of them no task of the call remains stored."""
     now = utcnow()
     new = [
-        NewTask(uuid.uuid4(), r.scheduler, r.attributes, r.timeout or now + settings.default_timeout, r.owner)
+        NewTask(
+            r.task_id or uuid.uuid4(),
+            r.scheduler,
+            r.attributes,
+            r.timeout or now + settings.default_timeout,
+            r.owner,
+        )
         for r in requests
     ]
     await store.create(new, now=now)

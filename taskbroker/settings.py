@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
 
+    # Recurring schedules (README, "Recurring schedules")
+    schedule_grace: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How late a missed fire time may still be run (once, coalesced) when a firer returns.",
+    )
+    schedule_poll: float = Field(default=1.0, gt=0, description="Seconds between a schedule firer's checks.")
+    schedule_history: int = Field(default=100, ge=1, le=10000, description="Runs kept per schedule.")
+
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:
         if self.admin_token is None and self.admin_token_file is not None:
@@ -71,7 +79,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("default_timeout", "retention", "max_timeout", mode="before")
+    @field_validator("default_timeout", "retention", "max_timeout", "schedule_grace", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
         """Environment variables are text: "600" means seconds, as an ISO-8601 "PT10M" would."""

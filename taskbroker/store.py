@@ -30,6 +30,7 @@ from taskbroker.errors import (
     SchedulerConflict,
     StoreUnavailable,
     TaskAlreadyFinished,
+    TaskExists,
     TaskNotFound,
     UnknownScheduler,
 )
@@ -244,7 +245,8 @@ class TaskStore:
 
     @redis_call
     async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> None:
-        """Store new pending tasks atomically: all of them, or none if a scheduler is unknown."""
+        """Store new pending tasks atomically: all of them, or none if a scheduler is unknown
+        (UnknownScheduler) or an id is already stored (TaskExists)."""
         args: list[str] = [_epoch(now)]
         for task in tasks:
             args += [
@@ -257,6 +259,8 @@ class TaskStore:
         reply = await self._run("create", *args)
         if reply[0] == "unknown_scheduler":
             raise UnknownScheduler(reply[1])
+        if reply[0] == "exists":
+            raise TaskExists(f"task {reply[1]} is already stored")
 
     @redis_call
     async def discard(self, ids: Sequence[UUID]) -> None:

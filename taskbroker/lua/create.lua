@@ -1,9 +1,15 @@
--- create: store new pending tasks, all or none; refuse the whole batch if a scheduler is unknown.
+-- create: store new pending tasks, all or none; refuse the whole batch if a scheduler is unknown
+-- or a task id is already stored.
 -- ARGV: prefix, now, then per task: id, scheduler, attributes (JSON), timeout (epoch seconds), owner
 local now = ARGV[2]
 local schedulers = prefix .. ':schedulers'
 local checked = {}
 for i = 3, #ARGV, 5 do
+  -- A caller-chosen id (a schedule's run) may already be stored by a concurrent creator: never
+  -- overwrite a task, so creating the same run twice stores it once.
+  if redis.call('EXISTS', task_key(ARGV[i])) == 1 then
+    return {'exists', ARGV[i]}
+  end
   local scheduler = ARGV[i + 1]
   if not checked[scheduler] then
     if redis.call('HEXISTS', schedulers, scheduler) == 0 then

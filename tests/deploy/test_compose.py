@@ -46,7 +46,7 @@ def test_servers_and_api_have_healthchecks(compose: dict[str, Any]) -> None:
         assert "healthcheck" in compose["services"][name], name
 
 
-@pytest.mark.parametrize("service", ["api", "timeout-daemon", "worker-default"])
+@pytest.mark.parametrize("service", ["api", "timeout-daemon", "worker-default", "schedule-firer"])
 def test_every_taskbroker_command_in_compose_is_accepted_by_the_cli(
     compose: dict[str, Any], service: str
 ) -> None:
