@@ -50,7 +50,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (tasks.router, schedulers.router, tokens.router, health.router):
         app.include_router(router)
-    # Metrics: request latency of every response (added last: outermost, so 413s count too).
+    # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).
     app.state.live_state = LiveState(backends.store, backends.broker)
     app.add_middleware(RequestMetrics)
     app.include_router(metrics_router.router)

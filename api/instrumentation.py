@@ -1,11 +1,11 @@
 """Request latency for Prometheus, labelled by route template (``/task/{task_id}``), never by the
-raw path, so a client cannot grow the label set by inventing URLs."""
+raw path, so a client cannot grow the label set by inventing URLs. Requests refused before
+routing (an unknown path, a body over the size limit) share the route ``<unmatched>``."""
 
 from __future__ import annotations
 
 import time
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskbroker import metrics
@@ -41,14 +41,7 @@ class RequestMetrics:
 
 
 def _route_template(scope: Scope) -> str:
-    """The template of the route that served the request. A request refused before routing (413)
-    is matched here against the app's routes; a path no route knows is ``<unmatched>``."""
+    """The template of the route that served the request; ``<unmatched>`` for a request refused
+    before routing (an unknown path, a body over the size limit)."""
     route = scope.get("route")
-    if route is not None:
-        return str(getattr(route, "path", UNMATCHED))
-    app = scope.get("app")
-    for candidate in getattr(app, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is not Match.NONE:
-            return str(getattr(candidate, "path", UNMATCHED))
-    return UNMATCHED
+    return UNMATCHED if route is None else str(getattr(route, "path", UNMATCHED))
