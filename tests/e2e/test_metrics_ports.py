@@ -4,12 +4,14 @@ API's /metrics beside them, scraped over HTTP and parsed as Prometheus would."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 
 from taskbroker.models import utcnow
-from tests.support.processes import TEST_ALLOW, ManagedProcess, Processes, free_port
+from tests.support.blocking_api import BlockingApi
+from tests.support.processes import TEST_ALLOW, ManagedProcess, Processes, free_port, process_env
 from tests.support.scrape import Scrape
 from tests.support.waiting import eventually_sync
 
@@ -138,3 +140,24 @@ def test_every_worker_log_line_about_a_task_names_its_id_scheduler_and_attempt(
         assert line["scheduler"] == SCHEDULER
         assert line["attempt"] == 1, line
     assert {e["task_id"] for e in task_lines} == {echo["id"], fail["id"], sleeping["id"]}
+
+
+def test_dev_shows_the_api_consumer_and_daemon_metrics_on_its_api(
+    key_prefix: str, tmp_path: Path, http: httpx.Client
+) -> None:
+    processes = Processes(tmp_path, process_env(key_prefix=key_prefix, redis_url=None, amqp_url=None))
+    try:
+        dev = processes.start("dev", "dev", "--port", "0")
+        url = dev.wait_for_stdout(r"serving at (http://127\.0\.0\.1:\d+) on embedded").group(1)
+        api = BlockingApi(http, url)
+        api.wait_for_state(api.schedule("default", ECHO)["id"])
+        metrics = Scrape(http.get(f"{url}/metrics").text)
+    finally:
+        processes.kill_all()
+
+    by = {"scheduler": "default"}
+    assert metrics.value("taskbroker_tasks_scheduled_total", **by) == 1
+    assert metrics.value("taskbroker_tasks_finished_total", **by, state="complete") == 1
+    assert metrics.value("taskbroker_queue_consumers", **by) == 1
+    assert (metrics.value("taskbroker_timeout_daemon_sweeps_total") or 0) >= 1
+    assert metrics.value("taskbroker_redis_up") == 1
