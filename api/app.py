@@ -9,10 +9,13 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.instrumentation import RequestMetrics
 from api.limits import BodySizeLimit
 from api.routers import health, schedulers, schedules, tasks, tokens
+from api.routers import metrics as metrics_router
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
+from taskbroker.metrics.live import LiveState
 from taskbroker.settings import Settings
 from taskbroker.tokens import TokenStore
 
@@ -47,4 +50,8 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (tasks.router, schedulers.router, schedules.router, tokens.router, health.router):
         app.include_router(router)
+    # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).
+    app.state.live_state = LiveState(backends.store, backends.broker)
+    app.add_middleware(RequestMetrics)
+    app.include_router(metrics_router.router)
     return app

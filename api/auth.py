@@ -64,3 +64,4 @@ def require_scheduler(principal: Principal, scheduler: str) -> None:
 AnyCaller = Annotated[Principal, Depends(_require(Role.ADMIN, Role.CLIENT, Role.WORKER))]
 Admin = Annotated[Principal, Depends(_require(Role.ADMIN))]
 Scheduling = Annotated[Principal, Depends(_require(Role.ADMIN, Role.CLIENT))]
+Monitoring = Annotated[Principal, Depends(_require(Role.ADMIN, Role.WORKER))]

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from runtimes.base import Runtime, TaskCancelled, TaskFailed
+from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable, TaskbrokerError
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
 from taskbroker.models import Task, TaskState
@@ -201,6 +202,7 @@ class Consumer:
         delivery.ack()
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.task is None:
             event = "task.gave_up" if claim.outcome is ClaimOutcome.EXHAUSTED else "task.dropped"
+            metrics.claim_refused(self._scheduler, claim.outcome)
             self._log.info(event, task_id=task_id, reason=claim.outcome.value, state=claim.detail or None)
             return
         await self._execute(claim.task, lease_until=claimed_at + self._settings.lease)
@@ -214,6 +216,7 @@ class Consumer:
         )
         self._runs[key] = run
         run.log.info("task.started")
+        started = metrics.run_started(task)
         try:
             try:
                 result = await self._runtime.run(task)
@@ -226,6 +229,7 @@ class Consumer:
             else:
                 await self._record(run, TaskState.COMPLETE, result=result)
         finally:
+            metrics.run_ended(task.scheduler, started)
             run.ended = True
             if run.cancel_reason != "shutdown":
                 self._runs.pop(key, None)
@@ -252,6 +256,7 @@ class Consumer:
                 continue
             if kept is None:
                 run.log.info(f"task.{state.value}", **({"error": error} if error else {}))
+                metrics.task_finished(self._scheduler, state)
             else:
                 run.log.warning("task.outcome_discarded", outcome=state.value, kept_state=kept.value)
             return

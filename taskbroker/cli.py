@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +50,15 @@ TokenOption = Annotated[
         help="API token (prefer the TASKBROKER_TOKEN variable: options show up in process lists).",
         show_default=False,
     ),
+]
+MetricsPortOption = Annotated[
+    int,
+    typer.Option(
+        "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port at /metrics; 0: off."
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option("--metrics-host", help="Interface the metrics port binds (0.0.0.0 in containers).")
 ]
 
 
@@ -115,6 +124,8 @@ def worker(
         list[str] | None,
         typer.Option(help="Runtime option KEY=VALUE, passed to the scheduler's runtime; repeatable."),
     ] = None,
+    metrics_port: MetricsPortOption = 0,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Consume one scheduler's queue and run its tasks. Start any number of replicas to scale.
 
@@ -150,14 +161,17 @@ def worker(
             await backends.close()
 
     try:
-        asyncio.run(main())
+        with _metrics_endpoint(metrics_host, metrics_port):
+            asyncio.run(main())
     except (UnknownScheduler, RuntimeUnavailable, RuntimeConfigError) as exc:
         err.print(f"[red]Cannot start the worker:[/red] {exc}")
         raise typer.Exit(1) from exc
 
 
 @app.command("timeout-daemon")
-def timeout_daemon() -> None:
+def timeout_daemon(
+    metrics_port: MetricsPortOption = 0, metrics_host: MetricsHostOption = "127.0.0.1"
+) -> None:
     """Expire tasks past their timeout and requeue tasks whose consumer died. Run one or more."""
     from taskbroker.backends import real_backends
     from taskbroker.lifecycle import install_stop_signals
@@ -174,7 +188,28 @@ def timeout_daemon() -> None:
         finally:
             await backends.close()
 
-    asyncio.run(main())
+    with _metrics_endpoint(metrics_host, metrics_port):
+        asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _metrics_endpoint(host: str, port: int) -> Iterator[None]:
+    """The process's --metrics-port (0: none) for the duration of the block; exit 1 if it cannot
+    be bound."""
+    from taskbroker.metrics.endpoint import MetricsEndpoint
+
+    if not port:
+        yield
+        return
+    try:
+        endpoint = MetricsEndpoint.start(host, port)
+    except OSError as exc:
+        err.print(f"[red]Cannot serve metrics on {host}:{port}:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    try:
+        yield
+    finally:
+        endpoint.close()
 
 
 @app.command()

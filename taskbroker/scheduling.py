@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
@@ -85,6 +86,7 @@ async def schedule_tasks(
         raise
     for task in new:
         log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
+        metrics.task_scheduled(task.scheduler)
     return [
         Task(
             id=t.id,

@@ -5,10 +5,12 @@ costs a duplicate message that claim() drops."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
 
+from taskbroker import metrics
 from taskbroker.errors import TaskbrokerError
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
 from taskbroker.models import TaskState
@@ -38,6 +40,7 @@ class TimeoutDaemon:
 
     async def sweep(self) -> SweepReport:
         """One pass: expire every due task (in batches), then republish tasks whose lease lapsed."""
+        started = time.perf_counter()
         expired = 0
         while True:
             batch = await self._store.expire_due(limit=self._batch)
@@ -51,6 +54,7 @@ class TimeoutDaemon:
                     attempt=item.attempts,
                     consumer=item.consumer,
                 )
+                metrics.task_expired(item.scheduler, item.previous_state)
             running = [item.id for item in batch if item.previous_state is TaskState.RUNNING]
             await self._store.notify_cancel(running)
             if len(batch) < self._batch:
@@ -59,11 +63,13 @@ class TimeoutDaemon:
         while lapsed := await self._store.lapsed(limit=self._batch):
             moved = await republish(self._store, self._broker, lapsed)
             requeued += moved
+            metrics.tasks_requeued(moved)
             for ref in lapsed:
                 log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
             if len(lapsed) < self._batch or moved == 0:
                 break
         self.sweeps += 1
+        metrics.sweep_completed(time.perf_counter() - started)
         return SweepReport(expired=expired, requeued=requeued)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -78,6 +84,7 @@ class TimeoutDaemon:
                 if report.expired or report.requeued:
                     log.info("timeout_daemon.swept", expired=report.expired, requeued=report.requeued)
             except TaskbrokerError as exc:
+                metrics.sweep_failed()
                 delay = backoff.next_delay()
                 log.warning("timeout_daemon.sweep_failed", error=str(exc), retry_in=round(delay, 2))
             await sleep_unless_stopped(stop, delay)

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path, Query, Response, status
 from api.auth import Admin, AnyCaller, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
 from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
+from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing
-from taskbroker.models import SchedulerDefinition, SchedulerStatus, utcnow
+from taskbroker.models import SchedulerDefinition, SchedulerStatus, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
 from taskbroker.queue.base import QueueBroker
 from taskbroker.settings import Settings
@@ -97,4 +98,5 @@ async def delete_scheduler(
     """Remove a scheduler and its queue; refused (409) while it has live tasks unless forced."""
     aborted = await store.delete_scheduler(name, force=force, now=utcnow())
     await store.notify_cancel(aborted)
+    metrics.task_finished(name, TaskState.ABORTED, len(aborted))
     await broker.delete(queue_name(settings.key_prefix, name))

@@ -21,6 +21,7 @@ from api.schemas import (
     TaskList,
     TaskPageResponse,
 )
+from taskbroker import metrics
 from taskbroker.errors import InvalidCursor, TaskNotFound
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
@@ -137,4 +138,5 @@ async def abort_task(task_id: UUID, principal: Scheduling, store: StoreDep) -> T
         attempt=task.attempts,
         by=principal.token_id,
     )
+    metrics.task_finished(task.scheduler, TaskState.ABORTED)
     return task
