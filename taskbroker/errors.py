@@ -43,3 +43,11 @@ class TaskAlreadyFinished(TaskbrokerError):
 
 class InvalidCursor(TaskbrokerError):
     """A listing cursor that this API did not hand out."""
+
+
+class QueueIncompatible(TaskbrokerError):
+    """A scheduler's queue exists in RabbitMQ with other arguments (no ``x-max-priority``)."""
+
+
+class IdempotencyKeyPending(TaskbrokerError):
+    """The idempotency key names a task whose creating request has not been confirmed yet."""

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
 
+    # Webhooks (README, "Webhooks")
+    webhook_hosts: str = Field(
+        default="", description="Comma-separated host names a task's callback_url may name; empty: none."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="The HMAC-SHA256 key signing webhook deliveries; required for webhooks."
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_delay: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry; each retry waits twice as long."
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook POST may take.")
+
+    @property
+    def webhook_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip())
+
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:
         if self.admin_token is None and self.admin_token_file is not None:
