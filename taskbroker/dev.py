@@ -22,6 +22,7 @@ from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
 from taskbroker.settings import Settings
 from timeout_daemon.daemon import TimeoutDaemon
+from timeout_daemon.webhooks import run_dispatcher_if_configured
 
 log = structlog.get_logger("taskbroker.dev")
 
@@ -88,6 +89,7 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     )
     daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
     background = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(daemon.run(stop))]
+    background.append(asyncio.create_task(run_dispatcher_if_configured(settings, backends.store, stop)))
 
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host=host, port=port)
