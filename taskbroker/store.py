@@ -5,6 +5,9 @@ Task record (hash ``{prefix}:task:{id}``): the Task fields, timestamps as epoch 
 live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
 expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
 (hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
+record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
+webhook is due, by due time; taskbroker.webhook_store).
 """
 
 from __future__ import annotations
