@@ -18,6 +18,7 @@ from runtimes.base import RuntimeConfig
 from runtimes.inline import InlineRuntime
 from scheduler_worker.consumer import Consumer
 from taskbroker.backends import Backends, embedded_backends, real_backends
+from taskbroker.errors import QueueIncompatible
 from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
 from taskbroker.settings import Settings
@@ -74,7 +75,10 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     )
     await backends.broker.connect()
     definition = SchedulerDefinition(name=DEFAULT_SCHEDULER, runtime="inline", description="taskbroker dev")
-    await backends.broker.declare(queue_name(settings.key_prefix, DEFAULT_SCHEDULER))
+    try:
+        await backends.broker.declare(queue_name(settings.key_prefix, DEFAULT_SCHEDULER))
+    except QueueIncompatible as exc:  # an older taskbroker's queue: tasks still flow, unprioritised
+        log.warning("dev.queue_without_priorities", error=str(exc))
     await backends.store.register_scheduler(definition)
 
     stop = asyncio.Event()
