@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse, Response
 
 from taskbroker.errors import (
     BrokerUnavailable,
+    IdempotencyKeyPending,
+    QueueIncompatible,
     QueueMissing,
     ScheduleNameTaken,
     ScheduleNotFound,
@@ -40,6 +42,8 @@ STATUS_OF: dict[type[Exception], int] = {
     StoreUnavailable: 503,
     BrokerUnavailable: 503,
     QueueMissing: 503,
+    QueueIncompatible: 409,
+    IdempotencyKeyPending: 409,
 }
 
 RETRY_AFTER_SECONDS = "2"
@@ -48,7 +52,8 @@ RETRY_AFTER_SECONDS = "2"
 def install_error_handlers(app: FastAPI) -> None:
     async def on_taskbroker_error(request: Request, exc: Exception) -> JSONResponse:
         status = STATUS_OF.get(type(exc), 500)
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        retry = status == 503 or isinstance(exc, IdempotencyKeyPending)
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if retry else None
         if status >= 500:
             log.warning("api.unavailable", path=request.url.path, error=str(exc))
         # Server errors can quote a library's message; never let a URL's password through.

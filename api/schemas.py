@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskbroker.models import AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
+from taskbroker.queue.base import MAX_PRIORITY
 from taskbroker.tokens import Role, TokenRecord
 
 MAX_BATCH = 1000
+MAX_KEY_LENGTH = 255
+MAX_CALLBACK_URL = 2048
+IdempotencyKey = Annotated[UnicodeText, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
 
 
 class ScheduleRequest(BaseModel):
@@ -31,6 +35,25 @@ class ScheduleRequest(BaseModel):
     timeout: AwareDatetime | None = Field(
         default=None,
         description="When the task expires if not done (ISO-8601 with a timezone). Default: in 6 hours.",
+    )
+
+    priority: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PRIORITY,
+        description="0 (lowest, the default) to 9 (highest): of a scheduler's waiting tasks, "
+        "higher priorities are delivered first.",
+    )
+    key: IdempotencyKey | None = Field(
+        default=None,
+        description="Idempotency key: while a task of this scheduler scheduled with the same key by "
+        "the same token is live, that task is answered (200) instead of a new one. Same as the "
+        "Idempotency-Key header.",
+    )
+    callback_url: Annotated[UnicodeText, Field(min_length=1, max_length=MAX_CALLBACK_URL)] | None = Field(
+        default=None,
+        description="http(s) URL on a host in TASKBROKER_WEBHOOK_HOSTS: the final task is POSTed "
+        "there, signed (README, Webhooks).",
     )
 
     @field_validator("timeout")

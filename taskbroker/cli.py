@@ -267,6 +267,13 @@ def schedule(
     ] = None,
     timeout: Annotated[str | None, typer.Option(help="Expiry time, ISO-8601 with timezone.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state and print it.")] = False,
+    priority: Annotated[int, typer.Option(min=0, max=9, help="0 (lowest, default) to 9 (highest).")] = 0,
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key: while a task holding it is live, print that task.")
+    ] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="POST the final task here (host on TASKBROKER_WEBHOOK_HOSTS).")
+    ] = None,
 ) -> None:
     """Schedule one task and print it."""
     body: dict[str, Any] = json.loads(attributes) if attributes else {}
@@ -278,7 +285,9 @@ def schedule(
         body["kwargs"] = _key_values(kwarg, "--kwarg")
     try:
         with Client(url, token=token) as client:
-            task = client.schedule(scheduler, body, timeout)
+            task = client.schedule(
+                scheduler, body, timeout, priority=priority, key=key, callback_url=callback_url
+            )
             if wait:
                 with err.status(f"waiting for task {task.id}..."):
                     task = client.wait(task.id)

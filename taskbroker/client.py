@@ -48,10 +48,26 @@ class Client:
     def schedulers(self) -> list[SchedulerStatus]:
         return [SchedulerStatus.model_validate(s) for s in self._call("GET", "/schedulers")]
 
-    def schedule(self, scheduler: str, attributes: dict[str, Any], timeout: str | None = None) -> Task:
+    def schedule(
+        self,
+        scheduler: str,
+        attributes: dict[str, Any],
+        timeout: str | None = None,
+        *,
+        priority: int = 0,
+        key: str | None = None,
+        callback_url: str | None = None,
+    ) -> Task:
+        """The new task, or (200) the live one already holding ``key``."""
         body: dict[str, Any] = {"scheduler": scheduler, "attributes": attributes}
         if timeout is not None:
             body["timeout"] = timeout
+        if priority:
+            body["priority"] = priority
+        if key is not None:
+            body["key"] = key
+        if callback_url is not None:
+            body["callback_url"] = callback_url
         return Task.model_validate(self._call("POST", "/task/schedule", json=body))
 
     def get(self, task_id: UUID | str) -> Task:

@@ -20,11 +20,13 @@ from runtimes.inline import InlineRuntime
 from schedule_firer.firer import ScheduleFirer
 from scheduler_worker.consumer import Consumer
 from taskbroker.backends import Backends, embedded_backends, real_backends
+from taskbroker.errors import QueueIncompatible
 from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
 from taskbroker.schedule_store import ScheduleStore
 from taskbroker.settings import Settings
 from timeout_daemon.daemon import TimeoutDaemon
+from timeout_daemon.webhooks import run_dispatcher_if_configured
 
 log = structlog.get_logger("taskbroker.dev")
 
@@ -76,7 +78,10 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     )
     await backends.broker.connect()
     definition = SchedulerDefinition(name=DEFAULT_SCHEDULER, runtime="inline", description="taskbroker dev")
-    await backends.broker.declare(queue_name(settings.key_prefix, DEFAULT_SCHEDULER))
+    try:
+        await backends.broker.declare(queue_name(settings.key_prefix, DEFAULT_SCHEDULER))
+    except QueueIncompatible as exc:  # an older taskbroker's queue: tasks still flow, unprioritised
+        log.warning("dev.queue_without_priorities", error=str(exc))
     await backends.store.register_scheduler(definition)
 
     stop = asyncio.Event()
@@ -98,6 +103,7 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     )
     background = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(daemon.run(stop))]
     background.append(asyncio.create_task(firer.run(stop)))
+    background.append(asyncio.create_task(run_dispatcher_if_configured(settings, backends.store, stop)))
 
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host=host, port=port)

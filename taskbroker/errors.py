@@ -64,3 +64,11 @@ class ScheduleNameTaken(TaskbrokerError):
 
 class TaskExists(TaskbrokerError):
     """A task with that id is already stored (a schedule's run created by another firer)."""
+
+
+class QueueIncompatible(TaskbrokerError):
+    """A scheduler's queue exists in RabbitMQ with other arguments (no ``x-max-priority``)."""
+
+
+class IdempotencyKeyPending(TaskbrokerError):
+    """The idempotency key names a task whose creating request has not been confirmed yet."""

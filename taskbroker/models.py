@@ -69,6 +69,12 @@ class Task(BaseModel):
     error: str | None = None
     owner: str | None = None
     """The id of the API token that scheduled the task: clients see and abort only their own."""
+    priority: int = 0
+    """0 (lowest, the default) to 9: of a scheduler's waiting tasks, the highest goes first."""
+    key: str | None = None
+    """The idempotency key it was scheduled with: no second live task of its scheduler has it."""
+    callback_url: str | None = None
+    """Where its final state is POSTed (README, "Webhooks")."""
 
 
 class SchedulerDefinition(BaseModel):

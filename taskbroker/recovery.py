@@ -26,5 +26,6 @@ async def republish(store: TaskStore, broker: QueueBroker, refs: Sequence[TaskRe
     for ref in refs:
         by_scheduler[ref.scheduler].append(ref.id)
     for scheduler, ids in by_scheduler.items():
-        await broker.publish(queue_name(store.key_prefix, scheduler), [i.encode() for i in ids])
+        priorities = await store.priorities(ids)
+        await broker.publish(queue_name(store.key_prefix, scheduler), [i.encode() for i in ids], priorities)
     return await store.requeue([ref.id for ref in refs])

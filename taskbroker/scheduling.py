@@ -14,6 +14,7 @@ import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ import structlog
 
 from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable
+from taskbroker.idempotency import create_or_find
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker
@@ -34,7 +36,7 @@ class TaskRequest:
     """What a caller asks for; the timeout defaults to now + the default timeout. ``task_id`` is
     given by callers that chose it beforehand (a schedule's run); otherwise a new one is drawn."""
 
-    __slots__ = ("attributes", "owner", "scheduler", "task_id", "timeout")
+    __slots__ = ("attributes", "callback_url", "key", "owner", "priority", "scheduler", "task_id", "timeout")
 
     def __init__(
         self,
@@ -43,12 +45,26 @@ class TaskRequest:
         timeout: datetime | None = None,
         owner: str = "",
         task_id: uuid.UUID | None = None,
+        *,
+        priority: int = 0,
+        key: str = "",
+        callback_url: str = "",
     ) -> None:
         self.scheduler = scheduler
         self.attributes = attributes
         self.timeout = timeout
         self.owner = owner
         self.task_id = task_id
+        self.priority = priority
+        self.key = key
+        self.callback_url = callback_url
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    task: Task
+    created: bool
+    """False when an idempotency key named a live task, which ``task`` then is."""
 
 
 async def schedule_tasks(
@@ -56,6 +72,14 @@ async def schedule_tasks(
 ) -> list[Task]:
     """Create and enqueue tasks, all or none. Raises UnknownScheduler, StoreUnavailable,
     BrokerUnavailable or QueueMissing; after any of them no task of the call remains stored."""
+    return [s.task for s in await schedule(requests, store=store, broker=broker, settings=settings)]
+
+
+async def schedule(
+    requests: Sequence[TaskRequest], *, store: TaskStore, broker: QueueBroker, settings: Settings
+) -> list[Scheduled]:
+    """``schedule_tasks``, saying which tasks were created and which an idempotency key found
+    (also IdempotencyKeyPending: taskbroker.idempotency)."""
     now = utcnow()
     new = [
         NewTask(
@@ -64,38 +88,62 @@ async def schedule_tasks(
             r.attributes,
             r.timeout or now + settings.default_timeout,
             r.owner,
+            r.priority,
+            r.key,
+            r.callback_url,
         )
         for r in requests
     ]
-    await store.create(new, now=now)
-    by_scheduler: dict[str, list[bytes]] = defaultdict(list)
-    for task in new:
-        by_scheduler[task.scheduler].append(str(task.id).encode())
+    found = await create_or_find(store, new, now=now)
+    created = [t for t, existing in zip(new, found, strict=True) if existing is None]
+    by_scheduler: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
+    for task in created:
+        bodies, priorities = by_scheduler[task.scheduler]
+        bodies.append(str(task.id).encode())
+        priorities.append(task.priority)
     try:
         await asyncio.gather(
             *(
-                broker.publish(queue_name(settings.key_prefix, s), bodies)
-                for s, bodies in by_scheduler.items()
+                broker.publish(queue_name(settings.key_prefix, s), bodies, priorities)
+                for s, (bodies, priorities) in by_scheduler.items()
             )
         )
     except (BrokerUnavailable, QueueMissing):
         # If Redis is gone too, the tasks stay pending without a message until their timeout
         # ends them; the caller was refused either way and will retry.
         with contextlib.suppress(StoreUnavailable):
-            await store.discard([t.id for t in new])
+            await store.discard([t.id for t in created])
         raise
-    for task in new:
+    await _mark_keyed_published(store, [t for t in created if t.key])
+    for task in created:
         log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
         metrics.task_scheduled(task.scheduler)
     return [
-        Task(
-            id=t.id,
-            scheduler=t.scheduler,
-            attributes=t.attributes,
-            timeout=t.timeout,
-            state=TaskState.PENDING,
-            created_at=now,
-            owner=t.owner or None,
+        Scheduled(existing, created=False)
+        if existing is not None
+        else Scheduled(
+            Task(
+                id=t.id,
+                scheduler=t.scheduler,
+                attributes=t.attributes,
+                timeout=t.timeout,
+                state=TaskState.PENDING,
+                created_at=now,
+                owner=t.owner or None,
+                priority=t.priority,
+                key=t.key or None,
+                callback_url=t.callback_url or None,
+            ),
+            created=True,
         )
-        for t in new
+        for t, existing in zip(new, found, strict=True)
     ]
+
+
+async def _mark_keyed_published(store: TaskStore, keyed: Sequence[NewTask]) -> None:
+    """Confirmed: repeats of these keys may now be told of them. If Redis fails here the tasks
+    still run; repeats get 409 naming the task until it is final."""
+    try:
+        await store.mark_published([t.id for t in keyed])
+    except StoreUnavailable as exc:
+        log.warning("task.publish_mark_failed", task_ids=[str(t.id) for t in keyed], error=str(exc))

@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     schedule_poll: float = Field(default=1.0, gt=0, description="Seconds between a schedule firer's checks.")
     schedule_history: int = Field(default=100, ge=1, le=10000, description="Runs kept per schedule.")
 
+    # Webhooks (README, "Webhooks")
+    webhook_hosts: str = Field(
+        default="", description="Comma-separated host names a task's callback_url may name; empty: none."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="The HMAC-SHA256 key signing webhook deliveries; required for webhooks."
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_delay: float = Field(
+        default=1.0, gt=0, description="Seconds before the first retry; each retry waits twice as long."
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook POST may take.")
+
+    @property
+    def webhook_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip())
+
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:
         if self.admin_token is None and self.admin_token_file is not None:

@@ -5,12 +5,16 @@ Task record (hash ``{prefix}:task:{id}``): the Task fields, timestamps as epoch 
 live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
 expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
 (hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
+record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
+webhook is due, by due time; taskbroker.webhook_store).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskbroker.errors import (
+    IdempotencyKeyPending,
     InvalidCursor,
     SchedulerBusy,
     SchedulerConflict,
@@ -100,6 +105,10 @@ class NewTask:
     timeout: datetime
     owner: str = ""
     """The id of the token that scheduled it ("" when nobody authenticated it)."""
+    priority: int = 0
+    key: str = ""
+    """Idempotency key ("" for none): the task is not created while another live one holds it."""
+    callback_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,9 @@ def task_from_record(record: dict[str, str]) -> Task:
         result=None if result is None else orjson.loads(result),
         error=record.get("error"),
         owner=record.get("owner") or None,
+        priority=int(record.get("priority") or 0),
+        key=record.get("key") or None,
+        callback_url=record.get("callback_url") or None,
     )
 
 
@@ -178,6 +190,7 @@ class TaskStore:
                 "discard",
                 "register_scheduler",
                 "delete_scheduler",
+                "published",
             )
         }
 
@@ -269,10 +282,21 @@ class TaskStore:
 
     # Tasks: the client side
 
+    def idempotency_key(self, scheduler: str, owner: str, key: str) -> str:
+        """The Redis key naming the live task that holds ``key``: per scheduler and per token, so
+        one client's key never reveals another's task. Hashed, so any key text makes a safe name."""
+        digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+        return self._key("idem", scheduler, digest)
+
     @redis_call
-    async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> None:
+    async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> list[Task | None]:
         """Store new pending tasks atomically: all of them, or none if a scheduler is unknown
-        (UnknownScheduler) or an id is already stored (TaskExists)."""
+        (UnknownScheduler) or an id is already stored (TaskExists).
+
+        A task whose idempotency key a live, published task holds is not created: its place in
+        the answer is that task (None where a task was created). Raises IdempotencyKeyPending,
+        creating nothing, while a key's holder still waits for its publish to be confirmed.
+        """
         args: list[str] = [_epoch(now)]
         for task in tasks:
             args += [
@@ -281,12 +305,36 @@ class TaskStore:
                 orjson.dumps(task.attributes).decode(),
                 _epoch(task.timeout),
                 task.owner,
+                str(task.priority),
+                task.key,
+                self.idempotency_key(task.scheduler, task.owner, task.key) if task.key else "",
+                task.callback_url,
             ]
         reply = await self._run("create", *args)
         if reply[0] == "unknown_scheduler":
             raise UnknownScheduler(reply[1])
         if reply[0] == "exists":
             raise TaskExists(f"task {reply[1]} is already stored")
+        if reply[0] == "unconfirmed":
+            raise IdempotencyKeyPending(
+                f"the idempotency key is held by task {reply[1]}, whose scheduling request is not "
+                "confirmed yet: retry shortly (if its API process crashed, abort that task to free the key)"
+            )
+        return [None if item == "new" else task_from_record(_pairs(item)) for item in reply[1:]]
+
+    @redis_call
+    async def mark_published(self, ids: Sequence[UUID]) -> None:
+        """Record that these tasks' messages are confirmed: repeats of their keys may now see them."""
+        if ids:
+            await self._run("published", *(str(i) for i in ids))
+
+    @redis_call
+    async def priorities(self, task_ids: Sequence[str]) -> list[int]:
+        """Each task's priority (0 for one gone), in one round trip: republishing keeps them."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self._key("task", task_id), "priority")
+        return [int(value or 0) for value in await pipe.execute()]
 
     @redis_call
     async def discard(self, ids: Sequence[UUID]) -> None:

@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api.auth import AnyCaller, Scheduling, require_scheduler
+from api.callbacks import check_callback_url
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.idempotency import IdempotencyKeyHeader, check_unique_keys, refuse_batch_header_key, with_header_key
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
     AUTH_ERRORS,
@@ -25,7 +27,7 @@ from taskbroker import metrics
 from taskbroker.errors import InvalidCursor, TaskNotFound
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
-from taskbroker.scheduling import TaskRequest, schedule_tasks
+from taskbroker.scheduling import TaskRequest, schedule
 from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 from taskbroker.tokens import Principal, Role
@@ -37,7 +39,11 @@ router = APIRouter(tags=["tasks"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     404: {"model": ErrorBody, "description": "Unknown scheduler or task"},
-    409: {"model": ErrorBody, "description": "The task is already finished"},
+    409: {
+        "model": ErrorBody,
+        "description": "The task is already finished; or its idempotency key's holder is not "
+        "confirmed yet (retry after Retry-After)",
+    },
     503: {
         "model": ErrorBody,
         "description": "Redis or RabbitMQ unreachable: nothing was stored, retry later",
@@ -57,31 +63,73 @@ async def _accept(
     for body in bodies:
         require_scheduler(principal, body.scheduler)
         check_task_input(body.attributes, body.timeout, settings)
+        if body.callback_url is not None:
+            check_callback_url(body.callback_url, settings)
+    check_unique_keys(bodies)
     await enforce_rate_limit(store, settings, principal.token_id, len(bodies))
-    return [TaskRequest(b.scheduler, b.attributes, b.timeout, owner=principal.token_id) for b in bodies]
+    return [
+        TaskRequest(
+            b.scheduler,
+            b.attributes,
+            b.timeout,
+            owner=principal.token_id,
+            priority=b.priority,
+            key=b.key or "",
+            callback_url=b.callback_url or "",
+        )
+        for b in bodies
+    ]
 
 
-@router.post("/task/schedule", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_ERRORS)
+@router.post(
+    "/task/schedule",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": Task, "description": "The live task holding this idempotency key"},
+        **SCHEDULE_ERRORS,
+    },
+)
 async def schedule_task(
-    body: ScheduleRequest, principal: Scheduling, store: StoreDep, broker: BrokerDep, settings: SettingsDep
-) -> Task:
-    """Create a task; answered once it is stored in Redis and its message confirmed by RabbitMQ."""
-    requests = await _accept([body], principal, store, settings)
-    (task,) = await schedule_tasks(requests, store=store, broker=broker, settings=settings)
-    return task
-
-
-@router.post("/task/schedule/batch", status_code=status.HTTP_201_CREATED, responses=SCHEDULE_ERRORS)
-async def schedule_batch(
-    body: BatchScheduleRequest,
+    body: ScheduleRequest,
+    response: Response,
     principal: Scheduling,
     store: StoreDep,
     broker: BrokerDep,
     settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Task:
+    """Create a task; answered once it is stored in Redis and its message confirmed by RabbitMQ.
+    With an idempotency key held by a live task of the scheduler: that task, 200."""
+    body = with_header_key(body, idempotency_key)
+    requests = await _accept([body], principal, store, settings)
+    (scheduled,) = await schedule(requests, store=store, broker=broker, settings=settings)
+    if not scheduled.created:
+        response.status_code = status.HTTP_200_OK
+    return scheduled.task
+
+
+@router.post(
+    "/task/schedule/batch",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": TaskList, "description": "Every task was found by its key"}, **SCHEDULE_ERRORS},
+)
+async def schedule_batch(
+    body: BatchScheduleRequest,
+    response: Response,
+    principal: Scheduling,
+    store: StoreDep,
+    broker: BrokerDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskList:
-    """Create up to 1,000 tasks at once, all or none; answered once every message is confirmed."""
+    """Create up to 1,000 tasks at once, all or none; answered once every message is confirmed.
+    Idempotency keys go per task (``key``); a task whose key a live task holds is that task."""
+    refuse_batch_header_key(idempotency_key)
     requests = await _accept(body.tasks, principal, store, settings)
-    return TaskList(tasks=await schedule_tasks(requests, store=store, broker=broker, settings=settings))
+    scheduled = await schedule(requests, store=store, broker=broker, settings=settings)
+    if not any(s.created for s in scheduled):
+        response.status_code = status.HTTP_200_OK
+    return TaskList(tasks=[s.task for s in scheduled])
 
 
 async def _visible_task(task_id: UUID, principal: Principal, store: TaskStore) -> Task:

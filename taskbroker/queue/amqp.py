@@ -13,10 +13,12 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
-from taskbroker.errors import BrokerUnavailable, QueueMissing, TaskbrokerError
-from taskbroker.queue.base import Delivery, QueueBroker, QueueStats, Subscription
+from taskbroker.errors import BrokerUnavailable, QueueIncompatible, QueueMissing, TaskbrokerError
+from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
 
 PERSISTENT = 2
+QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
+PRECONDITION_FAILED = 406
 
 
 def _closed_error(reason: BaseException | None) -> TaskbrokerError:
@@ -24,7 +26,9 @@ def _closed_error(reason: BaseException | None) -> TaskbrokerError:
         return QueueMissing(
             f"queue does not exist ({reason.reply_text}): register the scheduler to declare it"
         )
-    return BrokerUnavailable(f"RabbitMQ channel closed: {reason!r}")
+    error = BrokerUnavailable(f"RabbitMQ channel closed: {reason!r}")
+    error.__cause__ = reason  # declare() tells an argument mismatch (406) from an outage by it
+    return error
 
 
 class _ConfirmTracker:
@@ -43,7 +47,7 @@ class _ConfirmTracker:
         channel.add_on_return_callback(self._on_return)
         channel.add_on_close_callback(self._on_close)
 
-    def publish(self, queue: str, body: bytes) -> asyncio.Future[None]:
+    def publish(self, queue: str, body: bytes, priority: int = 0) -> asyncio.Future[None]:
         tag = next(self._tags)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[tag] = future
@@ -51,7 +55,9 @@ class _ConfirmTracker:
             exchange="",
             routing_key=queue,
             body=body,
-            properties=pika.BasicProperties(delivery_mode=PERSISTENT, message_id=str(tag)),
+            properties=pika.BasicProperties(
+                delivery_mode=PERSISTENT, message_id=str(tag), priority=priority or None
+            ),
             mandatory=True,
         )
         return future
@@ -247,7 +253,20 @@ class AmqpBroker(QueueBroker):
                 channel.close()
 
     async def declare(self, queue: str) -> None:
-        await self._call(lambda ch, cb: ch.queue_declare(queue, durable=True, callback=cb))
+        try:
+            await self._call(
+                lambda ch, cb: ch.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS, callback=cb)
+            )
+        except BrokerUnavailable as exc:
+            reason = exc.__cause__
+            if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == PRECONDITION_FAILED:
+                raise QueueIncompatible(
+                    f"queue {queue!r} exists without priorities (x-max-priority {MAX_PRIORITY}), "
+                    "declared by an older taskbroker: its tasks still run, but to register the "
+                    "scheduler again drain the queue (stop publishing, let consumers empty it), "
+                    f"delete it (rabbitmqctl delete_queue {queue}) and register again"
+                ) from exc
+            raise
 
     async def delete(self, queue: str) -> None:
         await self._call(lambda ch, cb: ch.queue_delete(queue, callback=cb))
@@ -270,12 +289,17 @@ class AmqpBroker(QueueBroker):
         self._publisher = tracker
         return tracker
 
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], priorities: Sequence[int] | None = None
+    ) -> None:
         if not bodies:
             return
         tracker = await self._publisher_channel()
         try:
-            confirms = [tracker.publish(queue, body) for body in bodies]
+            if priorities is None:
+                confirms = [tracker.publish(queue, body) for body in bodies]
+            else:
+                confirms = [tracker.publish(queue, b, p) for b, p in zip(bodies, priorities, strict=True)]
         except AMQPError as exc:
             raise BrokerUnavailable(f"RabbitMQ connection lost while publishing: {exc!r}") from exc
         done, not_done = await asyncio.wait(confirms, timeout=self._confirm_timeout)

@@ -1,7 +1,9 @@
 """The contract every queue backend honours; tests/contract runs against each implementation.
 
 Messages are opaque bytes (taskbroker sends task ids). Queues are durable and messages
-persistent; ``publish`` returns only once the broker has confirmed every message.
+persistent; ``publish`` returns only once the broker has confirmed every message. Queues are
+priority queues: a message carries a priority 0 (lowest, the default) to MAX_PRIORITY, and of the
+messages ready in a queue the highest priority is delivered first (FIFO within one priority).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import abc
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+MAX_PRIORITY = 9
+"""Priorities are 0..9: RabbitMQ's ``x-max-priority`` of every scheduler queue (10 levels)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,8 @@ class QueueBroker(abc.ABC):
 
     @abc.abstractmethod
     async def declare(self, queue: str) -> None:
-        """Create the durable queue if it does not exist."""
+        """Create the durable priority queue if it does not exist. Raises QueueIncompatible if it
+        exists with other arguments (declared by a taskbroker without priorities)."""
 
     @abc.abstractmethod
     async def delete(self, queue: str) -> None: ...
@@ -71,8 +77,13 @@ class QueueBroker(abc.ABC):
         """Messages ready and consumers attached. Raises QueueMissing."""
 
     @abc.abstractmethod
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], priorities: Sequence[int] | None = None
+    ) -> None:
         """Publish persistent messages; return once all are confirmed.
+
+        ``priorities`` gives each message's priority (0..MAX_PRIORITY), in the order of
+        ``bodies``; None publishes every message at priority 0.
 
         Raises BrokerUnavailable (unreachable, or a confirm did not come) or QueueMissing. On an
         exception some messages may still have been enqueued: consumers must tolerate them.

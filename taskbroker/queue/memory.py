@@ -1,8 +1,9 @@
 """The embedded queue for `taskbroker dev` and tests: in-process, with RabbitMQ's delivery rules.
 
 It honours what the consumers rely on: each message goes to one subscription at a time, round
-robin among those under their prefetch; unacked messages return to the head of the queue when
-their subscription ends, marked redelivered. It keeps nothing across restarts.
+robin among those under their prefetch; the highest priority ready message goes first; unacked
+messages return to the head of their priority when their subscription ends, marked redelivered.
+It keeps nothing across restarts.
 """
 
 from __future__ import annotations
@@ -13,15 +14,38 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from taskbroker.errors import QueueMissing
-from taskbroker.queue.base import Delivery, QueueBroker, QueueStats, Subscription
+from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
 
 
 class _Message:
-    __slots__ = ("body", "redelivered")
+    __slots__ = ("body", "priority", "redelivered")
 
-    def __init__(self, body: bytes, redelivered: bool = False) -> None:
+    def __init__(self, body: bytes, priority: int = 0, redelivered: bool = False) -> None:
         self.body = body
+        self.priority = priority
         self.redelivered = redelivered
+
+
+class _ReadyMessages:
+    """Ready messages, one FIFO per priority, like a RabbitMQ queue with ``x-max-priority``."""
+
+    def __init__(self) -> None:
+        self._levels = [deque[_Message]() for _ in range(MAX_PRIORITY + 1)]
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels)
+
+    def append(self, message: _Message) -> None:
+        self._levels[message.priority].append(message)
+
+    def appendleft(self, message: _Message) -> None:
+        self._levels[message.priority].appendleft(message)
+
+    def popleft(self) -> _Message:
+        for level in reversed(self._levels):
+            if level:
+                return level.popleft()
+        raise IndexError("no ready message")
 
 
 class _MemoryDelivery(Delivery):
@@ -42,7 +66,7 @@ class _MemoryDelivery(Delivery):
 
 class _MemoryQueue:
     def __init__(self) -> None:
-        self.ready: deque[_Message] = deque()
+        self.ready = _ReadyMessages()
         self.subscriptions: list[_MemorySubscription] = []
         self._turn = 0
 
@@ -140,9 +164,12 @@ class MemoryBroker(QueueBroker):
         q = self._queue(queue)
         return QueueStats(messages=len(q.ready), consumers=len(q.subscriptions))
 
-    async def publish(self, queue: str, bodies: Sequence[bytes]) -> None:
+    async def publish(
+        self, queue: str, bodies: Sequence[bytes], priorities: Sequence[int] | None = None
+    ) -> None:
         q = self._queue(queue)
-        q.ready.extend(_Message(body) for body in bodies)
+        for body, priority in zip(bodies, priorities or [0] * len(bodies), strict=True):
+            q.ready.append(_Message(body, min(max(priority, 0), MAX_PRIORITY)))
         q.dispatch()
 
     async def subscribe(

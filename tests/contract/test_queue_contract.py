@@ -11,7 +11,7 @@ import pytest
 from taskbroker.backends import Backends
 from taskbroker.errors import QueueMissing
 from taskbroker.names import queue_name
-from taskbroker.queue.base import Delivery, QueueBroker
+from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker
 from taskbroker.settings import Settings
 from tests.support.waiting import eventually
 
@@ -150,6 +150,28 @@ async def test_delete_removes_the_queue_and_its_messages(broker: QueueBroker, se
 
     with pytest.raises(QueueMissing):
         await broker.stats(name)
+
+
+async def test_a_backlog_is_delivered_highest_priority_first_in_order_within_a_priority(
+    broker: QueueBroker, queue: str
+) -> None:
+    priorities = [0, 5, 9, 1, 9, 0, 5, MAX_PRIORITY, 3]
+    bodies = [f"p{p}-{n}".encode() for n, p in enumerate(priorities)]
+    await broker.publish(queue, bodies, priorities)
+    await eventually(lambda: _ready(broker, queue, len(bodies)), what="the whole backlog ready")
+    received: list[Delivery] = []
+
+    def acking(delivery: Delivery) -> None:
+        received.append(delivery)
+        delivery.ack()
+
+    subscription = await broker.subscribe(queue, prefetch=1, on_delivery=acking)
+    await eventually(lambda: _async(len(received) == len(bodies)), what="every delivery")
+    await subscription.cancel()
+
+    # sorted() is stable: FIFO within one priority.
+    expected = [b for _, b in sorted(zip(priorities, bodies, strict=True), key=lambda pair: -pair[0])]
+    assert [d.body for d in received] == expected
 
 
 async def _async(value: bool) -> bool:

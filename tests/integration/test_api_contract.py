@@ -46,7 +46,7 @@ async def test_scheduling_on_an_unknown_scheduler_is_404_with_a_json_detail(
         pytest.param({"scheduler": 42, "attributes": ECHO}, id="scheduler-not-a-string"),
         pytest.param({"scheduler": "s", "attributes": "echo"}, id="attributes-not-an-object"),
         pytest.param({"scheduler": "s", "attributes": ECHO, "timeout": "soon"}, id="timeout-not-a-date"),
-        pytest.param({"scheduler": "s", "attributes": ECHO, "priority": 1}, id="extra-field"),
+        pytest.param({"scheduler": "s", "attributes": ECHO, "colour": "red"}, id="extra-field"),
         pytest.param({"scheduler": "Bad Name!", "attributes": ECHO}, id="bad-scheduler-name"),
         pytest.param([{"scheduler": "s"}], id="not-an-object"),
     ],
