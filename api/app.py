@@ -9,10 +9,12 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.event_hub import EventHub
 from api.limits import BodySizeLimit
-from api.routers import health, schedulers, tasks, tokens
+from api.routers import events, health, schedulers, tasks, tokens
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
+from taskbroker.events import EventLog
 from taskbroker.settings import Settings
 from taskbroker.tokens import TokenStore
 
@@ -30,6 +32,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
             # Serve anyway: /ready reports it and each request reconnects.
             log.warning("api.rabbitmq_unavailable_at_start", error=str(exc))
         yield
+        await app.state.event_hub.close()
         if owns_backends:
             await backends.close()
 
@@ -43,8 +46,10 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.backends = backends
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
+    app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (tasks.router, schedulers.router, tokens.router, health.router):
         app.include_router(router)
+    app.include_router(events.router)
     return app

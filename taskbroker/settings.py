@@ -56,6 +56,14 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
 
+    # Task events (README, "Events")
+    events_max_length: int = Field(
+        default=100_000, ge=100, description="Most entries the event stream keeps (trimmed approximately)."
+    )
+    events_retention: float = Field(
+        default=3600.0, gt=0, description="Seconds events stay readable for a listener that resumes."
+    )
+
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:
         if self.admin_token is None and self.admin_token_file is not None:

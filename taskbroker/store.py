@@ -5,6 +5,7 @@ Task record (hash ``{prefix}:task:{id}``): the Task fields, timestamps as epoch 
 live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
 expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
 (hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+Every transition also appends an event to the stream ``{prefix}:events`` (see taskbroker.events).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def redis_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def _load_script(name: str) -> str:
+def _load_script(name: str, events_max_length: int = 100_000) -> str:
     lua = resources.files("taskbroker") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    # A constant in the script text, not an argument: every script keeps its ARGV layout.
+    settings = f"local events_max_length = {int(events_max_length)}\n"
+    return settings + (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class ClaimOutcome(enum.StrEnum):
@@ -149,12 +152,19 @@ class TaskStore:
     value or a specific TaskbrokerError.
     """
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, retention: timedelta) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        retention: timedelta,
+        *,
+        events_max_length: int = 100_000,
+    ) -> None:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
         self._scripts = {
-            name: client.register_script(_load_script(name))
+            name: client.register_script(_load_script(name, events_max_length))
             for name in (
                 "create",
                 "claim",

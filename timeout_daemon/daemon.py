@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import structlog
 
 from taskbroker.errors import TaskbrokerError
+from taskbroker.events import EventLog
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
 from taskbroker.models import TaskState
 from taskbroker.queue.base import QueueBroker
@@ -34,6 +35,7 @@ class TimeoutDaemon:
         self._store = store
         self._broker = broker
         self._batch = batch
+        self._events = EventLog(store.redis, store.key_prefix)
         self.sweeps = 0
 
     async def sweep(self) -> SweepReport:
@@ -63,6 +65,8 @@ class TimeoutDaemon:
                 log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
             if len(lapsed) < self._batch or moved == 0:
                 break
+        # The stream's time bound (its length bound is kept by every append).
+        await self._events.trim(retention=self._settings.events_retention)
         self.sweeps += 1
         return SweepReport(expired=expired, requeued=requeued)
 

@@ -18,5 +18,6 @@ for i = 3, #ARGV, 5 do
     'timeout', timeout, 'state', 'pending', 'created_at', now, 'attempts', 0, 'owner', ARGV[i + 4])
   redis.call('ZADD', deadlines, timeout, id)
   redis.call('SADD', live_key(scheduler), id)
+  emit(id, 'pending', now)
 end
 return {'ok'}
