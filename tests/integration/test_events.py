@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -72,7 +73,7 @@ class OpenStream:
         return None
 
     async def events(self, count: int) -> list[TaskEvent]:
-        found = []
+        found: list[TaskEvent] = []
         for _ in range(count):
             event = await self.next_event()
             assert event is not None, f"the stream ended after {found}"
@@ -80,7 +81,7 @@ class OpenStream:
         return found
 
     async def rest(self) -> list[TaskEvent]:
-        found = []
+        found: list[TaskEvent] = []
         while (event := await self.next_event()) is not None:
             found.append(event)
         return found
@@ -98,11 +99,10 @@ async def test_task_stream_replays_the_history_then_ends_after_the_final_state(
     settings: Settings, real: Backends, http: httpx.AsyncClient
 ) -> None:
     task_id = await schedule(http)
-    async with running_consumer(settings, real, "alpha"):
-        async with stream(http, f"/task/{task_id}/events") as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            events = await OpenStream(response).rest()
+    async with running_consumer(settings, real, "alpha"), stream(http, f"/task/{task_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = await OpenStream(response).rest()
     assert states(events) == ["pending", "running", "complete"]
     assert {str(e.task_id) for e in events} == {task_id}
     assert [e.attempt for e in events] == [0, 1, 1]
@@ -124,9 +124,7 @@ async def test_task_stream_resumed_with_last_event_id_delivers_what_happened_mea
     assert pending.state is EventKind.PENDING
     # Disconnected: the task runs to completion meanwhile.
     async with running_consumer(settings, real, "alpha"):
-        await eventually(
-            lambda: _state_is(real, task_id, TaskState.COMPLETE), what="the task to complete"
-        )
+        await eventually(lambda: _state_is(real, task_id, TaskState.COMPLETE), what="the task to complete")
     async with stream(http, f"/task/{task_id}/events", headers={"Last-Event-ID": pending.id}) as response:
         missed = await OpenStream(response).rest()
     assert states(missed) == ["running", "complete"]
@@ -151,7 +149,7 @@ async def test_scheduler_stream_resumed_after_a_disconnect_has_no_gap_and_no_dup
     other = await schedule(http, "beta")
     async with running_consumer(settings, real, "alpha"), running_consumer(settings, real, "beta"):
         for task_id in [*first, *later, other]:
-            await eventually(lambda t=task_id: _state_is(real, t, TaskState.COMPLETE), what="completion")
+            await eventually(partial(_state_is, real, task_id, TaskState.COMPLETE), what="completion")
         async with stream(
             http, "/events", params={"scheduler": "alpha"}, headers={"Last-Event-ID": seen[-1].id}
         ) as response:
@@ -165,7 +163,9 @@ async def test_scheduler_stream_resumed_after_a_disconnect_has_no_gap_and_no_dup
     assert len(ids) == len(set(ids)), "no duplicates"
     assert ids == sorted(ids, key=_id_key)
     assert all(e.scheduler == "alpha" for e in everything)
-    per_task = {t: states([e for e in everything if str(e.task_id) == t]) for t in [*first, *later, live_task]}
+    per_task = {
+        t: states([e for e in everything if str(e.task_id) == t]) for t in [*first, *later, live_task]
+    }
     assert all(s == ["pending", "running", "complete"] for s in per_task.values()), per_task
     # Exactly what the stream holds for alpha after the first three: nothing skipped.
     stored = [e for e in await EventLog(real.store.redis, settings.key_prefix).read_after(seen[-1].id)]
@@ -194,7 +194,7 @@ async def test_a_client_cannot_read_another_clients_task_events(
             (second,) = await opened.events(1)
         assert str(event.task_id) == my_task
         assert second.owner == event.owner
-        assert event.owner is not None and event.owner != "admin"
+        assert event.owner not in (None, "admin")
 
 
 async def _client_token(http: httpx.AsyncClient, **fields: Any) -> str:
@@ -248,14 +248,15 @@ async def _no_listeners(live: LiveApi) -> bool:
 
 
 async def test_open_streams_end_when_the_server_stops(settings: Settings, real: Backends) -> None:
-    async with live_api(settings, real) as server, httpx.AsyncClient(
-        base_url=server.url, headers=ADMIN_HEADERS, timeout=30
-    ) as client:
-        async with stream(client, "/events") as response:
-            opened = OpenStream(response)
-            stopping = asyncio.create_task(_stop(server))
-            assert await opened.rest() == []
-            await stopping
+    async with (
+        live_api(settings, real) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as client,
+        stream(client, "/events") as response,
+    ):
+        opened = OpenStream(response)
+        stopping = asyncio.create_task(_stop(server))
+        assert await opened.rest() == []
+        await stopping
 
 
 async def _stop(server: LiveApi) -> None:
@@ -268,9 +269,10 @@ async def test_redis_unreachable_is_a_503_before_the_stream_starts(
     proxied = settings.model_copy(update={"redis_url": proxied_url(REDIS_URL, redis_proxy)})
     backends = real_backends(proxied, connection_name="taskbroker-test-redis-proxied")
     try:
-        async with live_api(proxied, backends) as server, httpx.AsyncClient(
-            base_url=server.url, headers=ADMIN_HEADERS, timeout=30
-        ) as client:
+        async with (
+            live_api(proxied, backends) as server,
+            httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as client,
+        ):
             async with stream(client, "/events") as response:
                 assert response.status_code == 200
                 opened = OpenStream(response)
