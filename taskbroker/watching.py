@@ -26,7 +26,8 @@ STATE_STYLES = {
 
 def event_line(event: TaskEvent) -> Text:
     """``<time>  <task id>  <scheduler>  <state>  attempt <n>``: aligned, greppable, colored on a tty."""
-    line = Text(f"{event.at.isoformat(timespec='milliseconds')}  {event.task_id}  {event.scheduler}  ")
+    at = event.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = Text(f"{at}  {event.task_id}  {event.scheduler}  ")
     line.append(f"{event.state.value:<8}", style=STATE_STYLES[event.state])
     line.append(f"  attempt {event.attempt}")
     return line

@@ -169,7 +169,7 @@ async def test_errors_name_the_status_and_the_detail(live: LiveApi, admin: Async
 
     task = await admin.schedule("alpha", ECHO)
     await admin.abort(task.id)
-    with pytest.raises(Conflict, match="HTTP 409: .*already aborted"):
+    with pytest.raises(Conflict, match=r"HTTP 409: .*already aborted"):
         await admin.abort(task.id)
 
     with pytest.raises(InvalidRequest) as invalid:
