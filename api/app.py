@@ -9,12 +9,14 @@ import structlog
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.event_hub import EventHub
 from api.instrumentation import RequestMetrics
 from api.limits import BodySizeLimit
-from api.routers import health, schedulers, schedules, tasks, tokens
+from api.routers import events, health, schedulers, schedules, tasks, tokens
 from api.routers import metrics as metrics_router
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
+from taskbroker.events import EventLog
 from taskbroker.metrics.live import LiveState
 from taskbroker.settings import Settings
 from taskbroker.tokens import TokenStore
@@ -33,6 +35,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
             # Serve anyway: /ready reports it and each request reconnects.
             log.warning("api.rabbitmq_unavailable_at_start", error=str(exc))
         yield
+        await app.state.event_hub.close()
         if owns_backends:
             await backends.close()
 
@@ -46,10 +49,12 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.backends = backends
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
+    app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for router in (tasks.router, schedulers.router, schedules.router, tokens.router, health.router):
         app.include_router(router)
+    app.include_router(events.router)
     # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).
     app.state.live_state = LiveState(backends.store, backends.broker)
     app.add_middleware(RequestMetrics)

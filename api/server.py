@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,7 +16,22 @@ from fastapi import FastAPI
 class DrainingServer(uvicorn.Server):
     """uvicorn re-raises a captured SIGTERM after shutting down, so the process dies with -15
     instead of exiting 0; supervisors (systemd, Kubernetes, compose) read that as a crash. This
-    server only asks uvicorn to shut down gracefully and lets the caller exit normally."""
+    server only asks uvicorn to shut down gracefully and lets the caller exit normally.
+
+    ``on_exit`` hooks run as the shutdown begins: open event streams must end then, or the drain
+    would wait for listeners that never leave."""
+
+    on_exit: list[Callable[[], None]]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for hook in getattr(self, "on_exit", []):
+            # A signal handler interrupts the loop anywhere: let the loop run the hook.
+            loop.call_soon_threadsafe(hook) if loop is not None else hook()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -32,4 +49,7 @@ class DrainingServer(uvicorn.Server):
 
 def draining_server(app: FastAPI, *, host: str, port: int) -> DrainingServer:
     """Our logging is structlog's, so uvicorn's own log config and access log stay off."""
-    return DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    hub = getattr(app.state, "event_hub", None)
+    server.on_exit = [hub.stop] if hub is not None else []
+    return server

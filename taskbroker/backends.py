@@ -39,7 +39,12 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 def real_backends(settings: Settings, *, connection_name: str) -> Backends:
-    store = TaskStore(redis_client(settings.redis_url), settings.key_prefix, settings.retention)
+    store = TaskStore(
+        redis_client(settings.redis_url),
+        settings.key_prefix,
+        settings.retention,
+        events_max_length=settings.events_max_length,
+    )
     return Backends(store=store, broker=AmqpBroker(settings.amqp_url, connection_name=connection_name))
 
 
@@ -49,6 +54,8 @@ def embedded_backends(settings: Settings) -> Backends:
 
     client = FakeAsyncRedis(decode_responses=True)
     return Backends(
-        store=TaskStore(client, settings.key_prefix, settings.retention),
+        store=TaskStore(
+            client, settings.key_prefix, settings.retention, events_max_length=settings.events_max_length
+        ),
         broker=MemoryBroker(),
     )

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskbroker.backends import redis_client
-from taskbroker.client import ApiError, Client
+from taskbroker.client import Client, ClientError, TaskSpec
 from taskbroker.errors import StoreUnavailable
 from taskbroker.logs import configure_logging
 from taskbroker.models import utcnow
@@ -274,8 +274,12 @@ def schedule(
     callback_url: Annotated[
         str | None, typer.Option(help="POST the final task here (host on TASKBROKER_WEBHOOK_HOSTS).")
     ] = None,
+    count: Annotated[
+        int, typer.Option(min=1, help="Schedule this many copies, in batches, with a progress bar.")
+    ] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per batch with --count.")] = 1000,
 ) -> None:
-    """Schedule one task and print it."""
+    """Schedule one task (or --count N of them) and print it (or their ids)."""
     body: dict[str, Any] = json.loads(attributes) if attributes else {}
     if function:
         body["function"] = function
@@ -283,6 +287,13 @@ def schedule(
         body["args"] = [_key_values([f"_={a}"], "--arg")["_"] for a in arg]
     if kwarg:
         body["kwargs"] = _key_values(kwarg, "--kwarg")
+    if count > 1:
+        if key is not None:
+            err.print("[red]--key names one task; it cannot go with --count[/red]")
+            raise typer.Exit(2)
+        spec = TaskSpec(scheduler, body, timeout, priority=priority, callback_url=callback_url)
+        _schedule_many(url, token, spec, count, batch_size, wait)
+        return
     try:
         with Client(url, token=token) as client:
             task = client.schedule(
@@ -291,12 +302,31 @@ def schedule(
             if wait:
                 with err.status(f"waiting for task {task.id}..."):
                     task = client.wait(task.id)
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     _print_json(task.model_dump(mode="json"))
     if wait and task.state.value != "complete":
         raise typer.Exit(1)
+
+
+def _schedule_many(
+    url: str, token: str | None, spec: TaskSpec, count: int, batch_size: int, wait: bool
+) -> None:
+    from taskbroker.watching import schedule_with_progress
+
+    if wait:
+        err.print("[red]--wait takes one task; follow many with `taskbroker tasks watch`[/red]")
+        raise typer.Exit(2)
+    try:
+        with Client(url, token=token) as client:
+            tasks = schedule_with_progress(
+                client, (spec for _ in range(count)), total=count, batch_size=batch_size, console=err
+            )
+    except ClientError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    sys.stdout.write("".join(f"{t.id}\n" for t in tasks))
 
 
 @app.command()
@@ -309,7 +339,7 @@ def task(
     try:
         with Client(url, token=token) as client:
             _print_json(client.get(task_id).model_dump(mode="json"))
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
 
@@ -320,7 +350,7 @@ def schedulers(url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = No
     try:
         with Client(url, token=token) as client:
             rows = client.schedulers()
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     table = Table("name", "runtime", "waiting", "consumers", "live tasks", "description")
@@ -334,6 +364,29 @@ def schedulers(url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = No
             s.description,
         )
     Console().print(table)
+
+
+tasks_app = typer.Typer(help="Follow tasks through the API.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("watch")
+def tasks_watch(
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: TokenOption = None,
+    scheduler: Annotated[str | None, typer.Option(help="Only this scheduler's tasks.")] = None,
+) -> None:
+    """Print a line for every task state change as it happens (Ctrl-C stops)."""
+    from taskbroker.watching import watch
+
+    try:
+        with Client(url, token=token, timeout=10) as client:
+            watch(client, Console(highlight=False), scheduler=scheduler)
+    except ClientError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        return
 
 
 # Token management, straight against Redis (for operators: no API token is needed to bootstrap)
@@ -452,7 +505,7 @@ def schedules_list(
     try:
         with Client(url, token=token) as client:
             rows = client.schedules_list()
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     table = Table("id", "name", "scheduler", "trigger", "next run", "last state", "runs")
@@ -479,7 +532,7 @@ def schedules_run(
     try:
         with Client(url, token=token) as client:
             _print_json(client.schedule_run(schedule_id).model_dump(mode="json"))
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
 
@@ -511,7 +564,7 @@ def schedules_load(
                     schedule_id = change.schedule_id or ""
                 detail = f" ({', '.join(sorted(change.fields))})" if change.fields else ""
                 sys.stdout.write(f"{change.action.value} {change.name} {schedule_id}{detail}\n")
-    except (ApiError, OSError) as exc:
+    except ClientError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
 

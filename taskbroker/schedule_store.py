@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from taskbroker.errors import ScheduleNameTaken, ScheduleNotFound
 from taskbroker.schedule_models import ScheduleRecord, ScheduleSpec
-from taskbroker.store import _load_script, redis_call
+from taskbroker.store import load_script, redis_call
 
 KEEP = "keep"
 
@@ -119,7 +119,7 @@ class ScheduleStore:
         self._prefix = key_prefix
         self._history = history
         self._scripts = {
-            name: client.register_script(_load_script(name))
+            name: client.register_script(load_script(name))
             for name in ("schedule_save", "schedule_delete", "schedule_fire", "schedule_retake")
         }
 

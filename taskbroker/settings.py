@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     def webhook_host_set(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip())
 
+    # Task events (README, "Events")
+    events_max_length: int = Field(
+        default=100_000, ge=100, description="Most entries the event stream keeps (trimmed approximately)."
+    )
+    events_retention: float = Field(
+        default=3600.0, gt=0, description="Seconds events stay readable for a listener that resumes."
+    )
+
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:
         if self.admin_token is None and self.admin_token_file is not None:

@@ -8,6 +8,7 @@ expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).
+Every transition also appends an event to the stream ``{prefix}:events`` (see taskbroker.events).
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def redis_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def _load_script(name: str) -> str:
+def load_script(name: str, events_max_length: int = 100_000) -> str:
     lua = resources.files("taskbroker") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    # A constant in the script text, not an argument: every script keeps its ARGV layout.
+    settings = f"local events_max_length = {int(events_max_length)}\n"
+    return settings + (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class ClaimOutcome(enum.StrEnum):
@@ -160,7 +163,7 @@ def task_from_record(record: dict[str, str]) -> Task:
     )
 
 
-def _pairs(flat: list[str]) -> dict[str, str]:
+def record_fields(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
@@ -171,12 +174,19 @@ class TaskStore:
     value or a specific TaskbrokerError.
     """
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, retention: timedelta) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        retention: timedelta,
+        *,
+        events_max_length: int = 100_000,
+    ) -> None:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
         self._scripts = {
-            name: client.register_script(_load_script(name))
+            name: client.register_script(load_script(name, events_max_length))
             for name in (
                 "create",
                 "claim",
@@ -320,7 +330,7 @@ class TaskStore:
                 f"the idempotency key is held by task {reply[1]}, whose scheduling request is not "
                 "confirmed yet: retry shortly (if its API process crashed, abort that task to free the key)"
             )
-        return [None if item == "new" else task_from_record(_pairs(item)) for item in reply[1:]]
+        return [None if item == "new" else task_from_record(record_fields(item)) for item in reply[1:]]
 
     @redis_call
     async def mark_published(self, ids: Sequence[UUID]) -> None:
@@ -407,7 +417,7 @@ class TaskStore:
         )
         outcome = ClaimOutcome(reply[0])
         if outcome is ClaimOutcome.CLAIMED:
-            return Claim(outcome, task=task_from_record(_pairs(reply[1])))
+            return Claim(outcome, task=task_from_record(record_fields(reply[1])))
         return Claim(outcome, detail=reply[1] if len(reply) > 1 else "")
 
     @redis_call

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from taskbroker.models import Task
-from taskbroker.store import TaskStore, _load_script, _pairs, redis_call, task_from_record
+from taskbroker.store import TaskStore, load_script, record_fields, redis_call, task_from_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class WebhookDeliveries:
     def __init__(self, store: TaskStore) -> None:
         self._store = store
         self._key = f"{store.key_prefix}:webhooks"
-        self._claim = store.redis.register_script(_load_script("webhook_claim"))
+        self._claim = store.redis.register_script(load_script("webhook_claim"))
 
     @redis_call
     async def claim(self, *, lease: float, limit: int) -> ClaimedWebhooks:
@@ -43,7 +43,7 @@ class WebhookDeliveries:
             if isinstance(item, str):
                 expired.append(item)
             else:
-                record = _pairs(item)
+                record = record_fields(item)
                 due.append(DueWebhook(task_from_record(record), int(record["webhook_attempts"])))
         return ClaimedWebhooks(due, expired)
 

@@ -12,6 +12,7 @@ import structlog
 
 from taskbroker import metrics
 from taskbroker.errors import TaskbrokerError
+from taskbroker.events import EventLog
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
 from taskbroker.models import TaskState
 from taskbroker.queue.base import QueueBroker
@@ -36,6 +37,7 @@ class TimeoutDaemon:
         self._store = store
         self._broker = broker
         self._batch = batch
+        self._events = EventLog(store.redis, store.key_prefix)
         self.sweeps = 0
 
     async def sweep(self) -> SweepReport:
@@ -68,6 +70,8 @@ class TimeoutDaemon:
                 log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
             if len(lapsed) < self._batch or moved == 0:
                 break
+        # The stream's time bound (its length bound is kept by every append).
+        await self._events.trim(retention=self._settings.events_retention)
         self.sweeps += 1
         metrics.sweep_completed(time.perf_counter() - started)
         return SweepReport(expired=expired, requeued=requeued)

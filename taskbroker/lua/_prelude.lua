@@ -3,6 +3,7 @@
 local prefix = ARGV[1]
 local deadlines = prefix .. ':deadlines'
 local leases = prefix .. ':leases'
+local events = prefix .. ':events'
 
 local function task_key(id)
   return prefix .. ':task:' .. id
@@ -37,6 +38,20 @@ local function schedule_webhook(id, now)
   end
 end
 
+-- Record a state change in the event stream, in the same script as the change itself, so there
+-- is never a transition without its event. The entry id is appended to the task's `events` field:
+-- that is how GET /task/{id}/events finds a task's events in O(its events), with no per-task key.
+-- `events_max_length` is defined by TaskStore ahead of this prelude (a setting).
+local function emit(id, state, now)
+  local key = task_key(id)
+  local fields = redis.call('HMGET', key, 'scheduler', 'attempts', 'owner', 'events')
+  local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+    'task', id, 'scheduler', fields[1], 'state', state, 'attempt', fields[2] or '0',
+    'owner', fields[3] or '', 'at', now)
+  if fields[4] then event_id = fields[4] .. ' ' .. event_id end
+  redis.call('HSET', key, 'events', event_id)
+end
+
 -- Make a live task final: the one place that removes a task from every live index and starts
 -- its retention countdown, so no transition can leave a final task behind in an index.
 local function finalize(id, state, now, retention_ms, result, err)
@@ -52,5 +67,6 @@ local function finalize(id, state, now, retention_ms, result, err)
   redis.call('SREM', live_key(scheduler), id)
   release_idempotency_key(id)
   schedule_webhook(id, now)
+  emit(id, state, now)
   return scheduler
 end

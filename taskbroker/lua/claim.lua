@@ -24,4 +24,5 @@ end
 redis.call('HSET', key, 'state', 'running', 'started_at', ARGV[4], 'attempts', attempts + 1,
   'lease_owner', consumer, 'lease_until', lease_until)
 redis.call('ZADD', leases, lease_until, id)
+emit(id, 'running', ARGV[4])
 return {'claimed', redis.call('HGETALL', key)}

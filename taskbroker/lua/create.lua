@@ -49,6 +49,7 @@ for i = 3, #ARGV, stride do
     if ARGV[i + 8] ~= '' then redis.call('HSET', key, 'callback_url', ARGV[i + 8]) end
     redis.call('ZADD', deadlines, timeout, id)
     redis.call('SADD', live_key(scheduler), id)
+    emit(id, 'pending', now)
   end
 end
 return reply

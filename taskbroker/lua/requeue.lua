@@ -11,6 +11,7 @@ for i = 3, #ARGV do
     redis.call('HSET', key, 'state', 'pending')
     redis.call('HDEL', key, 'lease_owner', 'lease_until')
     redis.call('ZREM', leases, id)
+    emit(id, 'requeued', ARGV[2])
     count = count + 1
   end
 end

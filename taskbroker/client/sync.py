@@ -1,0 +1,221 @@
+"""The blocking client: ``Client(url, token)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+
+from taskbroker.client import calls
+from taskbroker.client.calls import Call, EventStream, IssuedToken, TaskPage, TaskSpec
+from taskbroker.client.errors import ApiUnreachable, Unavailable
+from taskbroker.client.sse import SseDecoder
+from taskbroker.events import TaskEvent
+from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState
+from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
+from taskbroker.tokens import Role, TokenRecord
+
+T = TypeVar("T")
+
+STREAM_READ_TIMEOUT = 60.0
+"""Longest silence on an event stream before reconnecting (the server sends a heartbeat every 15 s)."""
+MAX_STREAM_FAILURES = 10
+"""Failed reconnects in a row before an event stream gives up with ApiUnreachable."""
+
+
+class Client:
+    """The taskbroker API over HTTP. Methods return the API's models and raise ``ApiError``
+    subclasses (``NotFound``, ``Conflict``, ...) for error answers, ``ApiUnreachable`` when the API
+    does not answer. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = timeout
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, json=call.json, params=call.params)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"no answer from {self._http.base_url}: {exc!r}") from exc
+        return calls.read_answer(call, response)
+
+    # Tasks
+
+    def schedule(
+        self,
+        scheduler: str,
+        attributes: dict[str, Any],
+        timeout: datetime | timedelta | str | None = None,
+        *,
+        priority: int = 0,
+        key: str | None = None,
+        callback_url: str | None = None,
+    ) -> Task:
+        """Schedule one task; ``timeout`` is when it expires (a datetime with a zone, or from now).
+        With ``key``, a live task already holding it is answered instead of a new one."""
+        spec = TaskSpec(scheduler, attributes, timeout, priority=priority, key=key, callback_url=callback_url)
+        return self._send(calls.schedule(spec))
+
+    def schedule_many(
+        self,
+        tasks: Iterable[TaskSpec],
+        *,
+        batch_size: int = calls.MAX_BATCH,
+        on_batch: Callable[[list[Task]], None] | None = None,
+    ) -> list[Task]:
+        """Schedule tasks in batches (each all or nothing); ``on_batch`` sees each batch stored."""
+        scheduled: list[Task] = []
+        for batch in calls.batches(tasks, batch_size):
+            stored = self._send(calls.schedule_batch(batch))
+            scheduled += stored
+            if on_batch is not None:
+                on_batch(stored)
+        return scheduled
+
+    def get(self, task_id: UUID | str) -> Task:
+        return self._send(calls.get_task(task_id))
+
+    def abort(self, task_id: UUID | str) -> Task:
+        return self._send(calls.abort(task_id))
+
+    def tasks(
+        self,
+        scheduler: str | None = None,
+        state: TaskState | str | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        return self._send(calls.list_tasks(scheduler, state, limit, cursor))
+
+    def wait(self, task_id: UUID | str, *, timeout: float | None = None) -> Task:
+        """The task once it is final, read from its event stream (no polling); TimeoutError
+        after ``timeout`` seconds. Reconnects and resumes if the stream drops."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in self._events(calls.task_events(task_id), None, deadline):
+            if event.state.is_final:
+                break
+        return self.get(task_id)
+
+    def task_events(self, task_id: UUID | str, *, after: str | None = None) -> Iterator[TaskEvent]:
+        """The task's events so far, then live ones, ending with its final state."""
+        return self._events(calls.task_events(task_id), after, None)
+
+    def events(self, scheduler: str | None = None, *, after: str | None = None) -> Iterator[TaskEvent]:
+        """Live events of every task this token may see (of one scheduler), without end; with
+        ``after`` (an event id) it first replays the retained events since then."""
+        return self._events(calls.all_events(scheduler), after, None)
+
+    def _events(self, stream: EventStream, after: str | None, deadline: float | None) -> Iterator[TaskEvent]:
+        last_id, failures = after, 0
+        while True:
+            try:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("the task did not finish in time")
+                read = STREAM_READ_TIMEOUT if remaining is None else min(remaining, STREAM_READ_TIMEOUT)
+                with self._http.stream(
+                    "GET",
+                    stream.path,
+                    params=stream.params,
+                    headers=calls.resume_headers(last_id),
+                    timeout=httpx.Timeout(self._timeout, read=read),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        calls.read_answer(Call("GET", stream.path, calls.event_of), response)
+                    decoder = SseDecoder()
+                    for line in response.iter_lines():
+                        message = decoder.feed(line)
+                        if message is None:
+                            continue
+                        event = calls.event_of(message.data)
+                        last_id, failures = message.id or event.id, 0
+                        yield event
+                        if stream.ends_on_final and event.state.is_final:
+                            return
+            except (httpx.TransportError, Unavailable) as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError("the task did not finish in time") from exc
+                failures += 1
+                if failures > MAX_STREAM_FAILURES:
+                    raise ApiUnreachable(f"event stream {stream.path} keeps failing: {exc!r}") from exc
+            time.sleep(calls.reconnect_delay(failures))
+
+    # Schedulers (admin)
+
+    def register_scheduler(
+        self, name: str | SchedulerDefinition, runtime: str = "inline", description: str = ""
+    ) -> SchedulerStatus:
+        definition = (
+            name
+            if isinstance(name, SchedulerDefinition)
+            else SchedulerDefinition(name=name, runtime=runtime, description=description)
+        )
+        return self._send(calls.register_scheduler(definition))
+
+    def schedulers(self) -> list[SchedulerStatus]:
+        return self._send(calls.schedulers())
+
+    def scheduler(self, name: str) -> SchedulerStatus:
+        return self._send(calls.scheduler(name))
+
+    def delete_scheduler(self, name: str, *, force: bool = False) -> None:
+        self._send(calls.delete_scheduler(name, force))
+
+    # Tokens (admin)
+
+    def create_token(
+        self,
+        role: Role | str,
+        *,
+        name: str = "",
+        schedulers: list[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> IssuedToken:
+        return self._send(calls.create_token(role, name, schedulers, expires_at))
+
+    def tokens(self) -> list[TokenRecord]:
+        return self._send(calls.tokens())
+
+    def revoke_token(self, token_id: str) -> None:
+        self._send(calls.revoke_token(token_id))
+
+    # Recurring schedules (admins)
+
+    def schedules_list(self) -> list[Schedule]:
+        return self._send(calls.schedules_list())
+
+    def schedule_create(self, spec: ScheduleSpec) -> Schedule:
+        return self._send(calls.schedule_create(spec))
+
+    def schedule_get(self, schedule_id: UUID | str) -> Schedule:
+        return self._send(calls.schedule_get(schedule_id))
+
+    def schedule_update(self, schedule_id: UUID | str, changes: dict[str, Any]) -> Schedule:
+        """Change some fields (name, trigger, attributes, enabled: pause and resume)."""
+        return self._send(calls.schedule_update(schedule_id, changes))
+
+    def schedule_delete(self, schedule_id: UUID | str) -> None:
+        self._send(calls.schedule_delete(schedule_id))
+
+    def schedule_run(self, schedule_id: UUID | str) -> Task:
+        """Force a run now: the task it created."""
+        return self._send(calls.schedule_run(schedule_id))
+
+    def schedule_runs(self, schedule_id: UUID | str, limit: int = 100) -> list[ScheduleRun]:
+        return self._send(calls.schedule_runs(schedule_id, limit))

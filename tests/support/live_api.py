@@ -1,0 +1,43 @@
+"""The API served by a real uvicorn on the test's event loop, on a free port: what streaming
+responses need (httpx's ASGI transport buffers a whole response, so it cannot test SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from api.app import create_app
+from api.event_hub import EventHub
+from api.server import DrainingServer, draining_server
+from taskbroker.backends import Backends
+from taskbroker.settings import Settings
+from tests.support.waiting import eventually
+
+
+@asynccontextmanager
+async def live_api(settings: Settings, backends: Backends) -> AsyncIterator[LiveApi]:
+    """Yields the running server; stops it (ending open event streams) at the end of the block."""
+    app = create_app(settings, backends, owns_backends=False)
+    server = draining_server(app, host="127.0.0.1", port=0)
+    serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if serving.done():
+            serving.result()
+        return bool(server.started)
+
+    await eventually(started, what="the API to listen")
+    try:
+        yield LiveApi(server, app.state.event_hub)
+    finally:
+        server.handle_exit(0, None)
+        await serving
+
+
+class LiveApi:
+    def __init__(self, server: DrainingServer, hub: EventHub) -> None:
+        self.server = server
+        self.hub = hub
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
