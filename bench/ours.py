@@ -27,6 +27,7 @@ from bench.harness import (
     redis_client,
     wait_until,
 )
+from bench.loadgen import Connection, build_post, expect_created
 
 NOOP = {"function": "runtimes.builtin:noop"}
 ATTRIBUTES_200_BYTES = {"function": "runtimes.builtin:noop", "kwargs": {"payload": "x" * 140}}
@@ -90,10 +91,10 @@ class Ours:
             connection.close()
         delete_keys(f"{self.prefix}:*")
 
-    def live_tasks(self) -> int:
+    def live_tasks(self, scheduler: str) -> int:
         client = redis_client()
         try:
-            return int(client.zcard(f"{self.prefix}:deadlines"))
+            return int(client.scard(f"{self.prefix}:live:{scheduler}"))
         finally:
             client.close()
 
@@ -107,7 +108,7 @@ class Ours:
         started = time.perf_counter()
         ids = asyncio.run(self._schedule_batches(scheduler, tasks, batch, parallel))
         scheduled = time.perf_counter()
-        wait_until(lambda: self.live_tasks() == 0, what="every task to finish")
+        wait_until(lambda: self.live_tasks(scheduler) == 0, what="every task to finish")
         finished = time.perf_counter()
         after = self.fleet.cpu_seconds()
         states = self._states(ids)
@@ -181,26 +182,28 @@ class Ours:
         }
 
     async def _closed_loop(self, scheduler: str, requests: int, clients: int) -> list[float]:
-        body = {"scheduler": scheduler, "attributes": NOOP}
+        request = build_post(
+            self.url, "/task/schedule", {"scheduler": scheduler, "attributes": NOOP}, self.token
+        )
         latencies: list[float] = []
         remaining = requests
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(
-            base_url=self.url, headers=self.headers, timeout=60, limits=limits
-        ) as http:
+        connections = [await Connection.open(self.url) for _ in range(clients)]
 
-            async def client_loop() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    sent = time.perf_counter()
-                    response = await http.post("/task/schedule", json=body)
-                    response.raise_for_status()
-                    latencies.append(time.perf_counter() - sent)
+        async def client_loop(connection: Connection) -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                sent = time.perf_counter()
+                await expect_created(connection, request)
+                latencies.append(time.perf_counter() - sent)
 
+        try:
             started = time.perf_counter()
-            await asyncio.gather(*(client_loop() for _ in range(clients)))
+            await asyncio.gather(*(client_loop(c) for c in connections))
             latencies.append(time.perf_counter() - started)
+        finally:
+            for connection in connections:
+                await connection.close()
         return latencies
 
     def latency_at_rate(self, scheduler: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -218,30 +221,33 @@ class Ours:
         }
 
     async def _open_loop(self, scheduler: str, rate: float, seconds: float) -> tuple[list[float], float]:
-        body = {"scheduler": scheduler, "attributes": NOOP}
+        request = build_post(
+            self.url, "/task/schedule", {"scheduler": scheduler, "attributes": NOOP}, self.token
+        )
         latencies: list[float] = []
         worst_late = 0.0
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(
-            base_url=self.url, headers=self.headers, timeout=60, limits=limits
-        ) as http:
+        idle: list[Connection] = [await Connection.open(self.url) for _ in range(64)]
 
-            async def one(planned: float) -> None:
-                response = await http.post("/task/schedule", json=body)
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - planned)
+        async def one(planned: float) -> None:
+            # A request never waits for a connection: one is opened when all are busy.
+            connection = idle.pop() if idle else await Connection.open(self.url)
+            await expect_created(connection, request)
+            latencies.append(time.perf_counter() - planned)
+            idle.append(connection)
 
-            started = time.perf_counter()
-            pending = []
-            for number in range(int(rate * seconds)):
-                planned = started + number / rate
-                delay = planned - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    worst_late = max(worst_late, -delay)
-                pending.append(asyncio.create_task(one(planned)))
-            await asyncio.gather(*pending)
+        started = time.perf_counter()
+        pending = []
+        for number in range(int(rate * seconds)):
+            planned = started + number / rate
+            delay = planned - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                worst_late = max(worst_late, -delay)
+            pending.append(asyncio.create_task(one(planned)))
+        await asyncio.gather(*pending)
+        for connection in idle:
+            await connection.close()
         return latencies, worst_late
 
     def memory_per_task(self, scheduler: str, tasks: int) -> dict[str, Any]:
