@@ -24,6 +24,8 @@ app.conf.update(
     task_default_queue=QUEUE,
     task_acks_late=ACKS_LATE,
     task_reject_on_worker_lost=ACKS_LATE,
+    # Celery's documentation pairs acks_late with a prefetch multiplier of 1; 4 is its default.
+    worker_prefetch_multiplier=1 if ACKS_LATE else 4,
     result_backend=REDIS_URL if ACKS_LATE else None,
     task_ignore_result=not ACKS_LATE,
     broker_connection_retry_on_startup=True,
