@@ -27,6 +27,8 @@ app.conf.update(
     # Celery's documentation pairs acks_late with a prefetch multiplier of 1; 4 is its default.
     worker_prefetch_multiplier=1 if ACKS_LATE else 4,
     result_backend=REDIS_URL if ACKS_LATE else None,
+    # Results under this run's own prefix, so cleaning up never touches anyone else's keys.
+    result_backend_transport_options={"global_keyprefix": f"{QUEUE}:"},
     task_ignore_result=not ACKS_LATE,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,

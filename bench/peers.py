@@ -102,8 +102,7 @@ def celery_end_to_end(tasks: int, *, acks_late: bool, workers: int = 2) -> dict[
         _delete_queues(env["BENCH_CELERY_QUEUE"])
         _delete_exchange(env["BENCH_CELERY_QUEUE"])
         delete_keys(env["BENCH_COUNTER"])
-        if acks_late:
-            delete_keys("celery-task-meta-*")
+        delete_keys(f"{env['BENCH_CELERY_QUEUE']}:*")
     return {
         "tasks": tasks,
         "tasks_per_s": round(tasks / (finished - started), 1),
