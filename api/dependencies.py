@@ -11,17 +11,17 @@ from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 
 
-def _store(request: Request) -> TaskStore:
+async def _store(request: Request) -> TaskStore:
     store: TaskStore = request.app.state.backends.store
     return store
 
 
-def _broker(request: Request) -> QueueBroker:
+async def _broker(request: Request) -> QueueBroker:
     broker: QueueBroker = request.app.state.backends.broker
     return broker
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -24,7 +24,14 @@ _SECRET_PATTERNS = (
 )
 
 
+# Every pattern above needs one of these substrings; most log text has none, and three substring
+# tests cost far less than three regex substitutions on every string of every line.
+_SECRET_MARKERS = ("://", "earer", "tb_")
+
+
 def redact_text(text: str) -> str:
+    if not any(marker in text for marker in _SECRET_MARKERS):
+        return text
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

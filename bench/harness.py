@@ -1,0 +1,110 @@
+"""What every measurement shares: servers' addresses, subprocesses, CPU accounting, progress."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Fleet:
+    """Subprocesses of one measurement, their CPU time, and a guarantee none outlives it."""
+
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            args,
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.processes[name] = process
+        return process
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU of each process and its children (Celery and Dramatiq fork workers)."""
+        totals: dict[str, float] = {}
+        for name, process in self.processes.items():
+            try:
+                root = psutil.Process(process.pid)
+                tree = [root, *root.children(recursive=True)]
+                totals[name] = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+            except psutil.NoSuchProcess:
+                totals[name] = 0.0
+        return totals
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        give_up = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, give_up - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+                process.kill()
+                process.wait()
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 600, interval: float = 0.02) -> None:
+    give_up = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"gave up waiting for {what}")
+        time.sleep(interval)
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def delete_keys(pattern: str) -> None:
+    client = redis_client()
+    try:
+        batch = []
+        for key in client.scan_iter(match=pattern, count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
+def cpu_per_thousand(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
+    return {name: round((after[name] - before.get(name, 0.0)) * 1000 / tasks, 3) for name in after}
