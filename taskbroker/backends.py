@@ -25,17 +25,25 @@ class Backends:
         await self.store.close()
 
 
+REDIS_MAX_CONNECTIONS = 100  # redis-py's own default
+
+
 def redis_client(url: str) -> aioredis.Redis:
     # Short timeouts and one quick retry: callers turn failures into 503s or their own backoff
     # loops, which beats a request hanging for the client library's default retries.
-    return aioredis.Redis.from_url(
+    # A burst past the pool's size waits (briefly) for a free connection: redis-py's default pool
+    # fails such a command at once (MaxConnectionsError), a 503 though Redis is healthy.
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=5,
         decode_responses=True,
         socket_timeout=5,
         socket_connect_timeout=3,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def real_backends(settings: Settings, *, connection_name: str) -> Backends:

@@ -3,12 +3,16 @@ redacted from every line, ours and the libraries' (pika, uvicorn) alike."""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from uuid import UUID
 
+import orjson
 import structlog
 
 REDACTED = "[redacted]"
@@ -24,13 +28,10 @@ _SECRET_PATTERNS = (
 )
 
 
-# Every pattern above needs one of these substrings; most log text has none, and three substring
-# tests cost far less than three regex substitutions on every string of every line.
-_SECRET_MARKERS = ("://", "earer", "tb_")
-
-
 def redact_text(text: str) -> str:
-    if not any(marker in text for marker in _SECRET_MARKERS):
+    # Every pattern above needs one of these substrings; most log text has none, and three
+    # substring tests cost far less than three regex substitutions on every string of every line.
+    if not ("://" in text or "earer" in text or "tb_" in text):
         return text
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
@@ -41,27 +42,71 @@ def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {k: REDACTED if str(k).lower() in SECRET_KEYS else _redact(v) for k, v in value.items()}
+        return {k: REDACTED if _is_secret_key(str(k)) else _redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    # Event keys come from code, a few dozen names: remembering the answer saves a lower() per key.
+    return key.lower() in SECRET_KEYS
+
+
+# Values that can hold no secret; most of an event (task id, attempt, state, durations) is these.
+_PLAIN = (int, float, bool, type(None), UUID)
 
 
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """A structlog processor: secret-named keys and secrets inside any text become [redacted]."""
-    for key, value in list(event_dict.items()):
-        event_dict[key] = REDACTED if key.lower() in SECRET_KEYS else _redact(value)
+    for key, value in event_dict.items():
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            # redact_text's markers, spelled out: a generator per value costs more than the test.
+            if "://" in value or "earer" in value or "tb_" in value:
+                event_dict[key] = redact_text(value)
+        elif not isinstance(value, _PLAIN):
+            event_dict[key] = _redact(value)
     return event_dict
 
 
+def _orjson_bytes(obj: Any, **_ignored: Any) -> bytes:
+    try:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (an int past 64 bits, say) still makes a line
+        return json.dumps(obj, default=str).encode()
+
+
+def _orjson_text(obj: Any, **_ignored: Any) -> str:
+    return _orjson_bytes(obj).decode()
+
+
 def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
-    """``log_format`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal)."""
+    """``log_format`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
+
+    JSON lines are rendered by orjson straight to bytes and written to stderr's binary buffer:
+    below the level, a call is a no-op method of the filtering logger, and above it no stdlib
+    ``logging`` record is built; the processor chain runs once per event.
+    """
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
-    )
+    stderr_bytes = getattr(sys.stderr, "buffer", None)
+    renderer: structlog.typing.Processor
+    text_renderer: structlog.typing.Processor
+    logger_factory: Any
+    if console:
+        renderer = text_renderer = structlog.dev.ConsoleRenderer()
+        logger_factory = structlog.PrintLoggerFactory(file=sys.stderr)
+    elif stderr_bytes is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_bytes)
+        text_renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
+        logger_factory = structlog.BytesLoggerFactory(file=stderr_bytes)
+    else:  # stderr replaced by a text-only stream (tests, embedding applications)
+        renderer = text_renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
+        logger_factory = structlog.PrintLoggerFactory(file=sys.stderr)
     shared: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -71,7 +116,7 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library: send them through the same redaction.
@@ -79,7 +124,7 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, text_renderer],
         )
     )
     root = logging.getLogger()

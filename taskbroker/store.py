@@ -41,6 +41,7 @@ from taskbroker.errors import (
     UnknownScheduler,
 )
 from taskbroker.models import SchedulerDefinition, Task, TaskState
+from taskbroker.script_calls import ScriptCalls
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -185,6 +186,7 @@ class TaskStore:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
+        self._script_calls = ScriptCalls(client)
         self._scripts = {
             name: client.register_script(load_script(name, events_max_length))
             for name in (
@@ -216,7 +218,7 @@ class TaskStore:
         return ":".join((self._prefix, *parts))
 
     async def _run(self, script: str, *args: str | int | float) -> Any:
-        return await self._scripts[script](keys=[], args=[self._prefix, *args])
+        return await self._script_calls.call(self._scripts[script], [self._prefix, *args])
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -163,9 +163,9 @@ def run_ended(scheduler: str, started: float) -> None:
     TASK_RUN_SECONDS.labels(scheduler).observe(time.perf_counter() - started)
 
 
-def task_expired(scheduler: str, previous_state: TaskState) -> None:
-    TASKS_EXPIRED.labels(scheduler, previous_state.value).inc()
-    TASKS_FINISHED.labels(scheduler, TaskState.TIMEOUT.value).inc()
+def task_expired(scheduler: str, previous_state: TaskState, count: int = 1) -> None:
+    TASKS_EXPIRED.labels(scheduler, previous_state.value).inc(count)
+    TASKS_FINISHED.labels(scheduler, TaskState.TIMEOUT.value).inc(count)
 
 
 def tasks_requeued(count: int) -> None:

@@ -14,6 +14,7 @@ from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from taskbroker.errors import BrokerUnavailable, QueueIncompatible, QueueMissing, TaskbrokerError
+from taskbroker.queue.amqp_acks import AckBatcher
 from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
 
 PERSISTENT = 2
@@ -96,26 +97,25 @@ class _ConfirmTracker:
 
 
 class _AmqpDelivery(Delivery):
-    __slots__ = ("_channel", "_tag", "body", "redelivered")
+    __slots__ = ("_acks", "_tag", "body", "redelivered")
 
-    def __init__(self, channel: Channel, tag: int, body: bytes, redelivered: bool) -> None:
-        self._channel = channel
+    def __init__(self, acks: AckBatcher, tag: int, body: bytes, redelivered: bool) -> None:
+        self._acks = acks
         self._tag = tag
         self.body = body
         self.redelivered = redelivered
 
     def ack(self) -> None:
-        if self._channel.is_open:
-            self._channel.basic_ack(self._tag)
+        self._acks.ack(self._tag)
 
     def requeue(self) -> None:
-        if self._channel.is_open:
-            self._channel.basic_nack(self._tag, requeue=True)
+        self._acks.requeue(self._tag)
 
 
 class _AmqpSubscription(Subscription):
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, acks: AckBatcher) -> None:
         self._channel = channel
+        self._acks = acks
         self._lost = asyncio.Event()
         self._cancelled = False
         self._closed = asyncio.Event()
@@ -134,6 +134,7 @@ class _AmqpSubscription(Subscription):
         # Closing the channel hands every unacked delivery back to the queue in one step.
         self._cancelled = True
         if self._channel.is_open:
+            self._acks.flush()  # acks of this loop turn leave before the channel closes
             self._channel.close()
             try:
                 await asyncio.wait_for(self._closed.wait(), timeout=10)
@@ -315,15 +316,17 @@ class AmqpBroker(QueueBroker):
         self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]
     ) -> Subscription:
         channel = await self._open_channel()
-        subscription = _AmqpSubscription(channel)
+        acks = AckBatcher(channel)
+        subscription = _AmqpSubscription(channel, acks)
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_close(_channel: Channel, reason: BaseException) -> None:
             if not ready.done():
                 ready.set_exception(_closed_error(reason))
 
-        def on_message(ch: Channel, method: Any, _properties: Any, body: bytes) -> None:
-            on_delivery(_AmqpDelivery(ch, method.delivery_tag, body, method.redelivered))
+        def on_message(_ch: Channel, method: Any, _properties: Any, body: bytes) -> None:
+            acks.delivered(method.delivery_tag)
+            on_delivery(_AmqpDelivery(acks, method.delivery_tag, body, method.redelivered))
 
         channel.add_on_close_callback(on_close)
         channel.basic_qos(prefetch_count=prefetch)

@@ -176,3 +176,41 @@ async def test_a_backlog_is_delivered_highest_priority_first_in_order_within_a_p
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_acks_out_of_order_with_requeues_settle_exactly_the_acked_messages(
+    broker: QueueBroker, queue: str
+) -> None:
+    # RabbitMQ's acks are coalesced (one multiple ack per loop turn): a multiple ack must never
+    # cover a delivery still in flight, nor name a tag already settled (a channel error).
+    await broker.publish(queue, _bodies(10))
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=10, on_delivery=received.append)
+    await eventually(lambda: _async(len(received) == 10), what="ten deliveries")
+    by_body = {d.body: d for d in received}
+
+    for body in (b"m9", b"m0", b"m2", b"m1", b"m5", b"m7", b"m8"):
+        by_body[body].ack()
+    by_body[b"m3"].requeue()
+    await eventually(lambda: _async(len(received) == 11), what="the requeued message back")
+    by_body[b"m4"].ack()
+    received[10].ack()
+    await eventually(lambda: _ready(broker, queue, 0), what="nothing ready")
+
+    assert not subscription.lost.is_set()
+    await subscription.cancel()
+    await eventually(lambda: _ready(broker, queue, 1), what="only the never-acked m6 back in the queue")
+    assert received[10].body == b"m3"
+
+
+async def test_an_ack_made_just_before_cancel_is_not_handed_back(broker: QueueBroker, queue: str) -> None:
+    await broker.publish(queue, _bodies(3))
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=3, on_delivery=received.append)
+    await eventually(lambda: _async(len(received) == 3), what="three deliveries")
+
+    received[0].ack()
+    received[2].ack()
+    await subscription.cancel()
+
+    await eventually(lambda: _ready(broker, queue, 1), what="only the unacked message back")

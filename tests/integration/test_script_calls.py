@@ -1,0 +1,66 @@
+"""Script calls of one loop turn share a pipeline (taskbroker/script_calls.py), on the real Redis:
+each caller still gets exactly its own reply or its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from taskbroker.backends import redis_client
+from taskbroker.script_calls import ScriptCalls
+from tests.conftest import REDIS_URL
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Redis]:
+    redis = redis_client(REDIS_URL)
+    yield redis
+    await redis.aclose()
+
+
+def _fresh_script(client: Redis, body: str) -> AsyncScript:
+    # A unique comment gives a SHA Redis has never seen, so its first call meets NOSCRIPT.
+    return client.register_script(f"-- {uuid.uuid4().hex}\n{body}")
+
+
+async def test_concurrent_calls_each_get_their_own_reply_even_for_a_script_redis_never_saw(
+    client: Redis,
+) -> None:
+    echo = _fresh_script(client, "return ARGV[1] .. ':' .. ARGV[2]")
+    calls = ScriptCalls(client)
+
+    replies = await asyncio.gather(*(calls.call(echo, ["p", str(n)]) for n in range(50)))
+
+    assert replies == [f"p:{n}" for n in range(50)]
+
+
+async def test_a_failing_script_fails_only_its_own_caller(client: Redis) -> None:
+    echo = _fresh_script(client, "return ARGV[1]")
+    broken = _fresh_script(client, "return redis.error_reply('refused ' .. ARGV[1])")
+    for script in (echo, broken):  # known to Redis: the batch goes out as one pipeline
+        await client.script_load(script.script)
+    calls = ScriptCalls(client)
+
+    replies = await asyncio.gather(
+        calls.call(echo, ["a"]),
+        calls.call(broken, ["b"]),
+        calls.call(echo, ["c"]),
+        return_exceptions=True,
+    )
+
+    assert replies[0] == "a"
+    assert isinstance(replies[1], ResponseError)
+    assert "refused b" in str(replies[1])
+    assert replies[2] == "c"
+
+
+async def test_a_lone_call_is_sent_on_its_own(client: Redis) -> None:
+    echo = _fresh_script(client, "return ARGV[1]")
+
+    assert await ScriptCalls(client).call(echo, ["only"]) == "only"
