@@ -244,6 +244,17 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     return values
 
 
+@contextlib.contextmanager
+def _api(url: str, token: str | None) -> Iterator[Client]:
+    """A client for one command: an error from the API ends the command with its message, exit 1."""
+    try:
+        with Client(url, token=token) as client:
+            yield client
+    except ClientError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -294,17 +305,13 @@ def schedule(
         spec = TaskSpec(scheduler, body, timeout, priority=priority, callback_url=callback_url)
         _schedule_many(url, token, spec, count, batch_size, wait)
         return
-    try:
-        with Client(url, token=token) as client:
-            task = client.schedule(
-                scheduler, body, timeout, priority=priority, key=key, callback_url=callback_url
-            )
-            if wait:
-                with err.status(f"waiting for task {task.id}..."):
-                    task = client.wait(task.id)
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        task = client.schedule(
+            scheduler, body, timeout, priority=priority, key=key, callback_url=callback_url
+        )
+        if wait:
+            with err.status(f"waiting for task {task.id}..."):
+                task = client.wait(task.id)
     _print_json(task.model_dump(mode="json"))
     if wait and task.state.value != "complete":
         raise typer.Exit(1)
@@ -318,14 +325,10 @@ def _schedule_many(
     if wait:
         err.print("[red]--wait takes one task; follow many with `taskbroker tasks watch`[/red]")
         raise typer.Exit(2)
-    try:
-        with Client(url, token=token) as client:
-            tasks = schedule_with_progress(
-                client, (spec for _ in range(count)), total=count, batch_size=batch_size, console=err
-            )
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        tasks = schedule_with_progress(
+            client, (spec for _ in range(count)), total=count, batch_size=batch_size, console=err
+        )
     sys.stdout.write("".join(f"{t.id}\n" for t in tasks))
 
 
@@ -336,23 +339,15 @@ def task(
     token: TokenOption = None,
 ) -> None:
     """Print one task."""
-    try:
-        with Client(url, token=token) as client:
-            _print_json(client.get(task_id).model_dump(mode="json"))
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        _print_json(client.get(task_id).model_dump(mode="json"))
 
 
 @app.command()
 def schedulers(url: UrlOption = "http://127.0.0.1:8000", token: TokenOption = None) -> None:
     """List schedulers with queue depth and consumers: what operators scale by."""
-    try:
-        with Client(url, token=token) as client:
-            rows = client.schedulers()
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        rows = client.schedulers()
     table = Table("name", "runtime", "waiting", "consumers", "live tasks", "description")
     for s in rows:
         table.add_row(
@@ -502,12 +497,8 @@ def schedules_list(
         return
     from taskbroker.triggers import describe
 
-    try:
-        with Client(url, token=token) as client:
-            rows = client.schedules_list()
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        rows = client.schedules_list()
     table = Table("id", "name", "scheduler", "trigger", "next run", "last state", "runs")
     for s in rows:
         table.add_row(
@@ -529,12 +520,8 @@ def schedules_run(
     token: TokenOption = None,
 ) -> None:
     """Force a run now (the next fire time is unchanged) and print the task it created."""
-    try:
-        with Client(url, token=token) as client:
-            _print_json(client.schedule_run(schedule_id).model_dump(mode="json"))
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        _print_json(client.schedule_run(schedule_id).model_dump(mode="json"))
 
 
 @schedules_app.command("load")
@@ -552,21 +539,17 @@ def schedules_load(
     except ScheduleFileError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    try:
-        with Client(url, token=token) as client:
-            for change in plan(declared, client.schedules_list()):
-                if change.action is Action.CREATE:
-                    schedule_id = str(client.schedule_create(change.spec).id)
-                elif change.action is Action.UPDATE:
-                    assert change.schedule_id is not None
-                    schedule_id = str(client.schedule_update(change.schedule_id, change.fields).id)
-                else:
-                    schedule_id = change.schedule_id or ""
-                detail = f" ({', '.join(sorted(change.fields))})" if change.fields else ""
-                sys.stdout.write(f"{change.action.value} {change.name} {schedule_id}{detail}\n")
-    except ClientError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with _api(url, token) as client:
+        for change in plan(declared, client.schedules_list()):
+            if change.action is Action.CREATE:
+                schedule_id = str(client.schedule_create(change.spec).id)
+            elif change.action is Action.UPDATE:
+                assert change.schedule_id is not None
+                schedule_id = str(client.schedule_update(change.schedule_id, change.fields).id)
+            else:
+                schedule_id = change.schedule_id or ""
+            detail = f" ({', '.join(sorted(change.fields))})" if change.fields else ""
+            sys.stdout.write(f"{change.action.value} {change.name} {schedule_id}{detail}\n")
 
 
 @app.command("schedule-firer")
