@@ -19,6 +19,7 @@ from taskbroker.errors import BrokerUnavailable
 from taskbroker.events import EventLog
 from taskbroker.metrics.live import LiveState
 from taskbroker.settings import Settings
+from taskbroker.startup_heap import freeze_startup_heap
 from taskbroker.tokens import TokenStore
 
 log = structlog.get_logger("taskbroker.api")
@@ -34,6 +35,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
         except BrokerUnavailable as exc:
             # Serve anyway: /ready reports it and each request reconnects.
             log.warning("api.rabbitmq_unavailable_at_start", error=str(exc))
+        freeze_startup_heap()
         yield
         await app.state.event_hub.close()
         if owns_backends:
