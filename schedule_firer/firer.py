@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from taskbroker.errors import InvalidTrigger, TaskbrokerError
-from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.models import utcnow
 from taskbroker.queue.base import QueueBroker
 from taskbroker.schedule_runs import create_run, new_run, recover
@@ -146,14 +146,10 @@ class ScheduleFirer:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every TASKBROKER_SCHEDULE_POLL seconds until ``stop``; a tick in progress completes."""
         log.info("schedule_firer.started", interval=self._settings.schedule_poll)
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                await self.tick()
-                backoff.reset()
-                delay = self._settings.schedule_poll
-            except TaskbrokerError as exc:
-                delay = backoff.next_delay()
-                log.warning("schedule_firer.tick_failed", error=str(exc), retry_in=round(delay, 2))
-            await sleep_unless_stopped(stop, delay)
+        await repeat_until_stopped(
+            self.tick,
+            interval=self._settings.schedule_poll,
+            stop=stop,
+            failed_event="schedule_firer.tick_failed",
+        )
         log.info("schedule_firer.stopped")

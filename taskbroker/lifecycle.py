@@ -6,6 +6,11 @@ import asyncio
 import contextlib
 import random
 import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from taskbroker.errors import TaskbrokerError
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -38,3 +43,30 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+async def repeat_until_stopped(
+    step: Callable[[], Awaitable[object]],
+    *,
+    interval: float,
+    stop: asyncio.Event,
+    failed_event: str,
+    on_failure: Callable[[], None] | None = None,
+) -> None:
+    """Run ``step`` every ``interval`` seconds until ``stop``; a step in progress always completes.
+
+    A TaskbrokerError (Redis or RabbitMQ unreachable) is logged as ``failed_event`` and retried
+    with jittered backoff instead of the interval, so the process outlives an outage.
+    """
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            await step()
+            backoff.reset()
+            delay = interval
+        except TaskbrokerError as exc:
+            if on_failure is not None:
+                on_failure()
+            delay = backoff.next_delay()
+            structlog.get_logger("taskbroker").warning(failed_event, error=str(exc), retry_in=round(delay, 2))
+        await sleep_unless_stopped(stop, delay)

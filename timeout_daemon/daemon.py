@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import structlog
 
 from taskbroker import metrics
-from taskbroker.errors import TaskbrokerError
 from taskbroker.events import EventLog
-from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.models import TaskState
 from taskbroker.queue.base import QueueBroker
 from taskbroker.recovery import republish
@@ -104,20 +103,19 @@ class TimeoutDaemon:
             [item.id for item in batch if item.previous_state is TaskState.RUNNING]
         )
 
+    async def _sweep_and_report(self) -> None:
+        report = await self.sweep()
+        if report.expired or report.requeued:
+            log.info("timeout_daemon.swept", expired=report.expired, requeued=report.requeued)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every ``sweep_interval`` until ``stop``; a sweep in progress always completes."""
         log.info("timeout_daemon.started", interval=self._settings.sweep_interval)
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                report = await self.sweep()
-                backoff.reset()
-                delay = self._settings.sweep_interval
-                if report.expired or report.requeued:
-                    log.info("timeout_daemon.swept", expired=report.expired, requeued=report.requeued)
-            except TaskbrokerError as exc:
-                metrics.sweep_failed()
-                delay = backoff.next_delay()
-                log.warning("timeout_daemon.sweep_failed", error=str(exc), retry_in=round(delay, 2))
-            await sleep_unless_stopped(stop, delay)
+        await repeat_until_stopped(
+            self._sweep_and_report,
+            interval=self._settings.sweep_interval,
+            stop=stop,
+            failed_event="timeout_daemon.sweep_failed",
+            on_failure=metrics.sweep_failed,
+        )
         log.info("timeout_daemon.stopped")

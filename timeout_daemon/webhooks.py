@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from taskbroker.errors import TaskbrokerError
-from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 from taskbroker.webhook_signature import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, sign
@@ -120,17 +119,13 @@ class WebhookDispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch every ``sweep_interval`` until ``stop``; a pass in progress completes."""
         log.info("webhook_dispatcher.started", interval=self._settings.sweep_interval)
-        backoff = Backoff()
         try:
-            while not stop.is_set():
-                try:
-                    await self.dispatch_due()
-                    backoff.reset()
-                    delay = self._settings.sweep_interval
-                except TaskbrokerError as exc:
-                    delay = backoff.next_delay()
-                    log.warning("webhook_dispatcher.pass_failed", error=str(exc), retry_in=round(delay, 2))
-                await sleep_unless_stopped(stop, delay)
+            await repeat_until_stopped(
+                self.dispatch_due,
+                interval=self._settings.sweep_interval,
+                stop=stop,
+                failed_event="webhook_dispatcher.pass_failed",
+            )
         finally:
             await self.close()
             log.info("webhook_dispatcher.stopped")
