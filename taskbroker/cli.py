@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from taskbroker.backends import redis_client
+from taskbroker.backends import Backends, redis_client
 from taskbroker.client import Client, ClientError, TaskSpec
 from taskbroker.errors import StoreUnavailable
 from taskbroker.logs import configure_logging
@@ -107,6 +108,25 @@ def api(
     _run(draining_server(create_app(settings, backends), host=host, port=port).serve())
 
 
+def _serve_process(
+    process: str, settings: Settings, serve: Callable[[Backends, asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run a server process on the real servers until SIGTERM or SIGINT, then close its connections."""
+    from taskbroker.backends import real_backends
+    from taskbroker.lifecycle import install_stop_signals
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        backends = real_backends(settings, connection_name=f"taskbroker-{process}-{os.getpid()}")
+        try:
+            await serve(backends, stop)
+        finally:
+            await backends.close()
+
+    asyncio.run(main())
+
+
 @app.command()
 def worker(
     scheduler: Annotated[str, typer.Option(help="Name of the scheduler whose queue to consume.")],
@@ -135,34 +155,26 @@ def worker(
     from runtimes.base import RuntimeConfigError
     from runtimes.registry import RuntimeUnavailable
     from scheduler_worker.main import serve_worker
-    from taskbroker.backends import real_backends
     from taskbroker.errors import UnknownScheduler
-    from taskbroker.lifecycle import install_stop_signals
 
     settings = _server_settings("worker")
     options = _key_values(option or [], "--option")
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        backends = real_backends(settings, connection_name=f"taskbroker-worker-{scheduler}-{os.getpid()}")
-        try:
-            await serve_worker(
-                settings,
-                backends,
-                scheduler=scheduler,
-                concurrency=concurrency,
-                prefetch=prefetch,
-                allow=tuple(allow or ["runtimes.builtin"]),
-                options=options,
-                stop=stop,
-            )
-        finally:
-            await backends.close()
+    async def serve(backends: Backends, stop: asyncio.Event) -> None:
+        await serve_worker(
+            settings,
+            backends,
+            scheduler=scheduler,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            allow=tuple(allow or ["runtimes.builtin"]),
+            options=options,
+            stop=stop,
+        )
 
     try:
         with _metrics_endpoint(metrics_host, metrics_port):
-            asyncio.run(main())
+            _serve_process(f"worker-{scheduler}", settings, serve)
     except (UnknownScheduler, RuntimeUnavailable, RuntimeConfigError) as exc:
         err.print(f"[red]Cannot start the worker:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -173,23 +185,11 @@ def timeout_daemon(
     metrics_port: MetricsPortOption = 0, metrics_host: MetricsHostOption = "127.0.0.1"
 ) -> None:
     """Expire tasks past their timeout and requeue tasks whose consumer died. Run one or more."""
-    from taskbroker.backends import real_backends
-    from taskbroker.lifecycle import install_stop_signals
     from timeout_daemon.main import serve_daemon
 
     settings = _server_settings("timeout-daemon")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        backends = real_backends(settings, connection_name=f"taskbroker-timeout-daemon-{os.getpid()}")
-        try:
-            await serve_daemon(settings, backends, stop)
-        finally:
-            await backends.close()
-
     with _metrics_endpoint(metrics_host, metrics_port):
-        asyncio.run(main())
+        _serve_process("timeout-daemon", settings, functools.partial(serve_daemon, settings))
 
 
 @contextlib.contextmanager
@@ -557,18 +557,6 @@ def schedule_firer() -> None:
     """Fire due recurring schedules (creating their tasks). Run one or more: replicas never fire
     one fire time twice."""
     from schedule_firer.main import serve_firer
-    from taskbroker.backends import real_backends
-    from taskbroker.lifecycle import install_stop_signals
 
     settings = _server_settings("schedule-firer")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        backends = real_backends(settings, connection_name=f"taskbroker-schedule-firer-{os.getpid()}")
-        try:
-            await serve_firer(settings, backends, stop)
-        finally:
-            await backends.close()
-
-    asyncio.run(main())
+    _serve_process("schedule-firer", settings, functools.partial(serve_firer, settings))
