@@ -256,7 +256,8 @@ class Ours:
     def memory_per_task(self, scheduler: str, tasks: int) -> dict[str, Any]:
         """Redis memory per live task with ~200 bytes of attributes. Two ways: the server's
         used_memory before and after (noisy on a shared server), and the sum of MEMORY USAGE of
-        everything a task adds (its hash, plus its share of the deadline index and live set)."""
+        everything a task adds (its hash and attributes key, plus its share of the deadline index
+        and live set)."""
         client = redis_client()
         deadlines, live = f"{self.prefix}:deadlines", f"{self.prefix}:live:{scheduler}"
         try:
@@ -274,14 +275,16 @@ class Ours:
             indexes = self._usage(client, deadlines) + self._usage(client, live) - indexes_before
             sample = ids[:: max(1, len(ids) // 100)]
             hashes = [self._usage(client, f"{self.prefix}:task:{i}") for i in sample]
+            attributes = [self._usage(client, f"{self.prefix}:attributes:{i}") for i in sample]
         finally:
             client.close()
-        task_hash = statistics.mean(hashes)
+        task_hash, task_attributes = statistics.mean(hashes), statistics.mean(attributes)
         return {
             "tasks": len(ids),
             "attributes_bytes": len(orjson.dumps(ATTRIBUTES_200_BYTES)),
-            "bytes_per_task": round(task_hash + indexes / len(ids), 1),
+            "bytes_per_task": round(task_hash + task_attributes + indexes / len(ids), 1),
             "task_hash_bytes": round(task_hash, 1),
+            "attributes_key_bytes": round(task_attributes, 1),
             "index_bytes_per_task": round(indexes / len(ids), 1),
             "used_memory_delta_per_task": round((after - before) / len(ids), 1),
         }

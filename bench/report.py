@@ -145,7 +145,8 @@ def render(results: dict[str, Any]) -> str:
         f"requests): p50 {lt('p50_ms', '-')} ms, p99 {lt('p99_ms', '-')} ms, "
         f"max {lt('max_ms', '-')} ms (client fell behind by {lt('client_fell_behind_ms', '-')} ms)",
         f"Redis memory per live task ({m('attributes_bytes', '-')} bytes of attributes): "
-        f"{m('bytes_per_task', '-')} B (hash {m('task_hash_bytes', '-')} B + indexes "
+        f"{m('bytes_per_task', '-')} B (hash {m('task_hash_bytes', '-')} B + attributes "
+        f"{m('attributes_key_bytes', '-')} B + indexes "
         f"{m('index_bytes_per_task', '-')} B; INFO delta {m('used_memory_delta_per_task', '-')} B)",
     ]
     daemon = results.get("timeout_daemon")

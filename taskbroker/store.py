@@ -1,7 +1,10 @@
 """The Redis task store: every state change is one atomic Lua script named after the transition.
 
-Task record (hash ``{prefix}:task:{id}``): the Task fields, timestamps as epoch seconds, plus the
-``lease_owner`` / ``lease_until`` of a running task. Indexes: ``{prefix}:deadlines`` (sorted set of
+Task record (hash ``{prefix}:task:{id}``): the Task fields but its id (the key names it),
+timestamps as epoch seconds, plus the ``lease_owner`` / ``lease_until`` of a running task; the
+scripts' ``task_record`` reads it whole. Its attributes (JSON) are the string
+``{prefix}:attributes:{id}``, which lives and expires with the hash (kept apart so the hash's
+short fields stay a compact listpack: README, Performance). Indexes: ``{prefix}:deadlines`` (sorted set of
 live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
 expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
 (hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
@@ -203,6 +206,7 @@ class TaskStore:
                 "register_scheduler",
                 "delete_scheduler",
                 "published",
+                "read",
             )
         }
 
@@ -355,12 +359,12 @@ class TaskStore:
 
     @redis_call
     async def get(self, task_id: UUID) -> Task:
-        record: dict[str, str] = await self._redis.hgetall(self._key("task", str(task_id)))  # type: ignore[assignment]
-        if not record:
+        (flat,) = await self._run("read", str(task_id))
+        if not flat:
             raise TaskNotFound(
                 f"task {task_id} does not exist or finished longer ago than the retention time"
             )
-        return task_from_record(record)
+        return task_from_record(record_fields(flat))
 
     @redis_call
     async def abort(self, task_id: UUID, *, now: datetime) -> Task:
@@ -401,10 +405,8 @@ class TaskStore:
             next_cursor: str | None = f"{position}:{skip + limit}"
         else:
             next_cursor = None if int(next_position) == 0 else f"{int(next_position)}:0"
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hgetall(self._key("task", task_id))
-        tasks = [task_from_record(r) for r in await pipe.execute() if r]
+        records = await self._run("read", *ids) if ids else []
+        tasks = [task_from_record(record_fields(flat)) for flat in records if flat]
         if state is not None:
             tasks = [t for t in tasks if t.state == state]
         return TaskPage(tasks=tasks, next_cursor=next_cursor)

@@ -9,8 +9,40 @@ local function task_key(id)
   return prefix .. ':task:' .. id
 end
 
+-- A task's attributes live in a string key of their own, not in its hash: a hash holding one
+-- value longer than hash-max-listpack-value (64 bytes by default) is stored as a hash table,
+-- 2-4x the memory of the compact listpack its other (short) fields fit in.
+local function attributes_key(id)
+  return prefix .. ':attributes:' .. id
+end
+
 local function live_key(scheduler)
   return prefix .. ':live:' .. scheduler
+end
+
+-- The whole record of a task, as a flat field/value list (empty for a task not stored): its
+-- hash, its id (the hash does not repeat what its key says) and its attributes.
+local function task_record(id)
+  local record = redis.call('HGETALL', task_key(id))
+  if #record == 0 then return record end
+  record[#record + 1] = 'id'
+  record[#record + 1] = id
+  local attributes = redis.call('GET', attributes_key(id))
+  if attributes then
+    record[#record + 1] = 'attributes'
+    record[#record + 1] = attributes
+  end
+  return record
+end
+
+-- What transitions read of a task, in one HMGET; nil for a task that is not stored.
+local function read_task(id)
+  local f = redis.call('HMGET', task_key(id), 'state', 'scheduler', 'attempts', 'owner', 'events',
+    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url')
+  if not f[1] then return nil end
+  return {id = id, state = f[1], scheduler = f[2], attempts = f[3] or '0', owner = f[4] or '',
+    events = f[5], lease_owner = f[6], lease_until = f[7], timeout = f[8], idem = f[9],
+    callback_url = f[10]}
 end
 
 -- Idempotency keys ({prefix}:idem:{scheduler}:{hash}) name the live task that holds them.
@@ -25,48 +57,47 @@ local function idempotency_holder(idem)
 end
 
 -- Free a task's idempotency key (if it still names this task): a new task may then take it.
-local function release_idempotency_key(id)
-  local idem = redis.call('HGET', task_key(id), 'idem')
-  if idem and redis.call('GET', idem) == id then redis.call('DEL', idem) end
-end
-
--- Webhooks: a final task with a callback_url gets a delivery due now in {prefix}:webhooks
--- (scored by due time), in the same script that made it final, so none is ever missed.
-local function schedule_webhook(id, now)
-  if redis.call('HEXISTS', task_key(id), 'callback_url') == 1 then
-    redis.call('ZADD', prefix .. ':webhooks', now, id)
-  end
+local function release_idempotency_key(task)
+  if task.idem and redis.call('GET', task.idem) == task.id then redis.call('DEL', task.idem) end
 end
 
 -- Record a state change in the event stream, in the same script as the change itself, so there
--- is never a transition without its event. The entry id is appended to the task's `events` field:
--- that is how GET /task/{id}/events finds a task's events in O(its events), with no per-task key.
+-- is never a transition without its event. Returns the task's new `events` field (the ids of its
+-- entries, space separated), which the caller writes with the rest of its change: that is how
+-- GET /task/{id}/events finds a task's events in O(its events), with no per-task key.
 -- `events_max_length` is defined by TaskStore ahead of this prelude (a setting).
-local function emit(id, state, now)
-  local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'scheduler', 'attempts', 'owner', 'events')
+local function emit(task, state, now)
   local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
-    'task', id, 'scheduler', fields[1], 'state', state, 'attempt', fields[2] or '0',
-    'owner', fields[3] or '', 'at', now)
-  if fields[4] then event_id = fields[4] .. ' ' .. event_id end
-  redis.call('HSET', key, 'events', event_id)
+    'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+    'owner', task.owner, 'at', now)
+  if task.events then return task.events .. ' ' .. event_id end
+  return event_id
 end
 
--- Make a live task final: the one place that removes a task from every live index and starts
--- its retention countdown, so no transition can leave a final task behind in an index.
-local function finalize(id, state, now, retention_ms, result, err)
-  local key = task_key(id)
-  local scheduler = redis.call('HGET', key, 'scheduler')
-  redis.call('HSET', key, 'state', state, 'finished_at', now)
-  if result then redis.call('HSET', key, 'result', result) end
-  if err then redis.call('HSET', key, 'error', err) end
-  redis.call('HDEL', key, 'lease_owner', 'lease_until')
+-- Write a live task's final state (the task as read_task read it) and start its retention
+-- countdown; a task with a callback_url gets a webhook delivery due now in {prefix}:webhooks
+-- (scored by due time), in this same script, so none is ever missed. Leaves the deadline index
+-- and live set to the caller: finalize, or expire, which removes a whole batch at once.
+local function write_final(task, state, now, retention_ms, result, err)
+  local key = task_key(task.id)
+  local change = {'state', state, 'finished_at', now, 'events', emit(task, state, now)}
+  if result then change[#change + 1] = 'result'; change[#change + 1] = result end
+  if err then change[#change + 1] = 'error'; change[#change + 1] = err end
+  redis.call('HSET', key, unpack(change))
+  if task.lease_owner then
+    redis.call('HDEL', key, 'lease_owner', 'lease_until')
+    redis.call('ZREM', leases, task.id)
+  end
   redis.call('PEXPIRE', key, retention_ms)
-  redis.call('ZREM', deadlines, id)
-  redis.call('ZREM', leases, id)
-  redis.call('SREM', live_key(scheduler), id)
-  release_idempotency_key(id)
-  schedule_webhook(id, now)
-  emit(id, state, now)
-  return scheduler
+  redis.call('PEXPIRE', attributes_key(task.id), retention_ms)
+  release_idempotency_key(task)
+  if task.callback_url then redis.call('ZADD', prefix .. ':webhooks', now, task.id) end
+end
+
+-- Make a live task final: every transition to a final state but expire's goes through here, so
+-- none can leave a final task behind in an index.
+local function finalize(task, state, now, retention_ms, result, err)
+  write_final(task, state, now, retention_ms, result, err)
+  redis.call('ZREM', deadlines, task.id)
+  redis.call('SREM', live_key(task.scheduler), task.id)
 end

@@ -30,7 +30,7 @@ for i = 3, #ARGV, stride do
     if redis.call('HGET', task_key(held), 'published') ~= '1' then
       return {'unconfirmed', held}
     end
-    reply[#reply + 1] = redis.call('HGETALL', task_key(held))
+    reply[#reply + 1] = task_record(held)
   else
     reply[#reply + 1] = 'new'
   end
@@ -38,18 +38,24 @@ end
 for i = 3, #ARGV, stride do
   if reply[(i - 3) / stride + 2] == 'new' then
     local id, scheduler, attributes, timeout = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local key = task_key(id)
-    redis.call('HSET', key, 'id', id, 'scheduler', scheduler, 'attributes', attributes,
-      'timeout', timeout, 'state', 'pending', 'created_at', now, 'attempts', 0, 'owner', ARGV[i + 4])
-    if ARGV[i + 5] ~= '0' then redis.call('HSET', key, 'priority', ARGV[i + 5]) end
+    local task = {id = id, scheduler = scheduler, attempts = '0', owner = ARGV[i + 4]}
+    local record = {'scheduler', scheduler, 'timeout', timeout, 'state', 'pending',
+      'created_at', now, 'attempts', 0, 'owner', task.owner, 'events', emit(task, 'pending', now)}
+    if ARGV[i + 5] ~= '0' then
+      record[#record + 1] = 'priority'; record[#record + 1] = ARGV[i + 5]
+    end
     if ARGV[i + 7] ~= '' then
-      redis.call('HSET', key, 'key', ARGV[i + 6], 'idem', ARGV[i + 7])
+      record[#record + 1] = 'key'; record[#record + 1] = ARGV[i + 6]
+      record[#record + 1] = 'idem'; record[#record + 1] = ARGV[i + 7]
       redis.call('SET', ARGV[i + 7], id)
     end
-    if ARGV[i + 8] ~= '' then redis.call('HSET', key, 'callback_url', ARGV[i + 8]) end
+    if ARGV[i + 8] ~= '' then
+      record[#record + 1] = 'callback_url'; record[#record + 1] = ARGV[i + 8]
+    end
+    redis.call('HSET', task_key(id), unpack(record))
+    redis.call('SET', attributes_key(id), attributes)
     redis.call('ZADD', deadlines, timeout, id)
     redis.call('SADD', live_key(scheduler), id)
-    emit(id, 'pending', now)
   end
 end
 return reply

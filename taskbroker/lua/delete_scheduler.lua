@@ -6,7 +6,8 @@ if redis.call('HEXISTS', schedulers, name) == 0 then return {'gone'} end
 local live = redis.call('SMEMBERS', live_key(name))
 if #live > 0 and ARGV[3] ~= '1' then return {'busy', #live} end
 for _, id in ipairs(live) do
-  finalize(id, 'aborted', ARGV[4], ARGV[5], false, 'aborted: its scheduler was deleted')
+  local task = read_task(id)
+  if task then finalize(task, 'aborted', ARGV[4], ARGV[5], false, 'aborted: its scheduler was deleted') end
 end
 redis.call('HDEL', schedulers, name)
 redis.call('DEL', live_key(name))

@@ -3,15 +3,14 @@
 -- ARGV: prefix, id...
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'state', 'scheduler', 'events')
-  if fields[1] == 'pending' then
-    release_idempotency_key(id)
+  local task = read_task(id)
+  if task and task.state == 'pending' then
+    release_idempotency_key(task)
     -- The task never existed for anyone: its `pending` event goes too.
-    for event_id in string.gmatch(fields[3] or '', '%S+') do redis.call('XDEL', events, event_id) end
-    redis.call('DEL', key)
+    for event_id in string.gmatch(task.events or '', '%S+') do redis.call('XDEL', events, event_id) end
+    redis.call('DEL', task_key(id), attributes_key(id))
     redis.call('ZREM', deadlines, id)
-    redis.call('SREM', live_key(fields[2]), id)
+    redis.call('SREM', live_key(task.scheduler), id)
   end
 end
 return 'ok'

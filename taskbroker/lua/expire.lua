@@ -1,21 +1,35 @@
 -- expire: live tasks past their timeout -> timeout. Reads only the due slice of the deadline
 -- index, so a sweep costs O(expired), and runs atomically, so concurrent daemons never expire
--- the same task twice.
+-- the same task twice. Every id read leaves the deadline index (a final or vanished task has no
+-- business there), so the index and the live sets lose the whole batch in one command each.
 -- ARGV: prefix, now, limit, retention_ms
 local ids = redis.call('ZRANGE', deadlines, '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local fields = redis.call('HMGET', task_key(id), 'state', 'attempts', 'lease_owner')
-  local state = fields[1]
-  if state == 'pending' or state == 'running' then
-    local scheduler = finalize(id, 'timeout', ARGV[2], ARGV[4], false, 'timed out')
-    out[#out + 1] = id
-    out[#out + 1] = scheduler
-    out[#out + 1] = state
-    out[#out + 1] = fields[2] or '0'
-    out[#out + 1] = fields[3] or ''
-  else
-    redis.call('ZREM', deadlines, id)
+if #ids == 0 then return {} end
+-- unpack() takes a few thousand values at most: remove members a thousand at a time.
+local function remove_members(command, key, members)
+  for i = 1, #members, 1000 do
+    redis.call(command, key, unpack(members, i, math.min(i + 999, #members)))
   end
 end
+local out = {}
+local leaving = {}
+for _, id in ipairs(ids) do
+  local task = read_task(id)
+  if task and (task.state == 'pending' or task.state == 'running') then
+    write_final(task, 'timeout', ARGV[2], ARGV[4], false, 'timed out')
+    local members = leaving[task.scheduler]
+    if not members then
+      members = {}
+      leaving[task.scheduler] = members
+    end
+    members[#members + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = task.scheduler
+    out[#out + 1] = task.state
+    out[#out + 1] = task.attempts
+    out[#out + 1] = task.lease_owner or ''
+  end
+end
+remove_members('ZREM', deadlines, ids)
+for scheduler, members in pairs(leaving) do remove_members('SREM', live_key(scheduler), members) end
 return out

@@ -5,13 +5,12 @@ local now = tonumber(ARGV[2])
 local count = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'state', 'lease_until')
-  if fields[1] == 'running' and tonumber(fields[2] or '0') <= now then
-    redis.call('HSET', key, 'state', 'pending')
+  local task = read_task(id)
+  if task and task.state == 'running' and tonumber(task.lease_until or '0') <= now then
+    local key = task_key(id)
+    redis.call('HSET', key, 'state', 'pending', 'events', emit(task, 'requeued', ARGV[2]))
     redis.call('HDEL', key, 'lease_owner', 'lease_until')
     redis.call('ZREM', leases, id)
-    emit(id, 'requeued', ARGV[2])
     count = count + 1
   end
 end

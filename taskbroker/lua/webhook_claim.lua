@@ -10,7 +10,7 @@ for _, id in ipairs(ids) do
   if redis.call('EXISTS', key) == 1 then
     redis.call('ZADD', webhooks, ARGV[3], id)
     redis.call('HINCRBY', key, 'webhook_attempts', 1)
-    out[#out + 1] = redis.call('HGETALL', key)
+    out[#out + 1] = task_record(id)
   else
     -- The task outlived its retention before delivery: nothing left to send.
     redis.call('ZREM', webhooks, id)

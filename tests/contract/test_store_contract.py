@@ -224,8 +224,11 @@ async def test_finished_tasks_expire_after_the_retention_time(store: TaskStore, 
     await store.abort(uuid.UUID(task_id), now=utcnow())
 
     ttl_ms = await backends.store.redis.pttl(f"{store.key_prefix}:task:{task_id}")
+    attributes_ttl_ms = await backends.store.redis.pttl(f"{store.key_prefix}:attributes:{task_id}")
 
     assert 0 < ttl_ms <= 3600 * 1000
+    assert 0 < attributes_ttl_ms <= 3600 * 1000
+    assert (await store.get(uuid.UUID(task_id))).attributes == {"k": "v"}
 
 
 async def test_scheduler_registration_is_idempotent_and_conflicts_are_refused(store: TaskStore) -> None:

@@ -24,7 +24,13 @@ def _in(seconds: float) -> str:
 
 
 async def _stored_task_keys(backends: Backends) -> list[str]:
-    return [k async for k in backends.store.redis.scan_iter(match=f"{backends.store.key_prefix}:task:*")]
+    """Task hashes and attributes keys: a refused request must leave neither behind."""
+    prefix = backends.store.key_prefix
+    return [
+        key
+        for pattern in (f"{prefix}:task:*", f"{prefix}:attributes:*")
+        async for key in backends.store.redis.scan_iter(match=pattern)
+    ]
 
 
 async def test_scheduling_on_an_unknown_scheduler_is_404_with_a_json_detail(

@@ -57,7 +57,9 @@ async def test_batch_naming_one_unknown_scheduler_stores_and_queues_nothing(
     assert response.status_code == 404
     assert "missing" in response.json()["detail"]
     assert await _live_count(api) == 0
-    assert [k async for k in backends.store.redis.scan_iter(match=f"{settings.key_prefix}:task:*")] == []
+    for pattern in ("task", "attributes"):
+        keys = backends.store.redis.scan_iter(match=f"{settings.key_prefix}:{pattern}:*")
+        assert [k async for k in keys] == []
     assert (await api.http.get("/tasks")).json()["tasks"] == []
     assert (await backends.broker.stats(queue_name(settings.key_prefix, SCHEDULER))).messages == 0
 

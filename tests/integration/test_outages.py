@@ -56,9 +56,12 @@ async def _queue_depth(real: Backends, settings: Settings) -> int:
 async def _stored_task_ids(real: Backends) -> set[str]:
     prefix = real.store.key_prefix
     hashes = {k.rpartition(":")[2] async for k in real.store.redis.scan_iter(match=f"{prefix}:task:*")}
+    attributes = {
+        k.rpartition(":")[2] async for k in real.store.redis.scan_iter(match=f"{prefix}:attributes:*")
+    }
     deadlines = set(await real.store.redis.zrange(f"{prefix}:deadlines", 0, -1))
     live = set(await real.store.redis.smembers(f"{prefix}:live:{SCHEDULER}"))
-    assert hashes == deadlines == live, "the task hashes and the live indexes disagree"
+    assert hashes == attributes == deadlines == live, "the task records and the live indexes disagree"
     return hashes
 
 
