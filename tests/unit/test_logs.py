@@ -1,0 +1,44 @@
+"""Log lines leave stderr once per event-loop turn, never later, and at once outside a loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from taskbroker.logs import TurnFlushedBytesLogger
+
+
+class _Stream(io.BytesIO):
+    """Counts flushes; ``flushed`` is what a reader of the stream had seen at the last one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+        self.flushed = b""
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.flushed = self.getvalue()
+
+
+def test_a_line_logged_outside_an_event_loop_is_flushed_at_once() -> None:
+    stream = _Stream()
+
+    TurnFlushedBytesLogger(stream).msg(b'{"event":"a"}')
+
+    assert stream.flushed == b'{"event":"a"}\n'
+
+
+async def test_the_lines_of_one_loop_turn_leave_in_one_flush_at_its_end() -> None:
+    stream = _Stream()
+    logger = TurnFlushedBytesLogger(stream)
+
+    logger.msg(b"one")
+    logger.info(b"two")
+    assert stream.flushes == 0
+    await asyncio.sleep(0)
+
+    assert (stream.flushes, stream.flushed) == (1, b"one\ntwo\n")
+    logger.msg(b"three")
+    await asyncio.sleep(0)
+    assert (stream.flushes, stream.flushed) == (2, b"one\ntwo\nthree\n")
