@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+from datetime import UTC, datetime, timedelta
 
-from taskbroker.logs import TurnFlushedBytesLogger
+from taskbroker.logs import TurnFlushedBytesLogger, _UtcIsoTimestamp
 
 
 class _Stream(io.BytesIO):
@@ -42,3 +44,14 @@ async def test_the_lines_of_one_loop_turn_leave_in_one_flush_at_its_end() -> Non
     logger.msg(b"three")
     await asyncio.sleep(0)
     assert (stream.flushes, stream.flushed) == (2, b"one\ntwo\nthree\n")
+
+
+def test_timestamps_are_iso_8601_utc_as_structlog_writes_them() -> None:
+    before = datetime.now(UTC) - timedelta(microseconds=1)  # datetime rounds, we truncate
+    stamped = _UtcIsoTimestamp()(None, "info", {})["timestamp"]
+    again = _UtcIsoTimestamp()(None, "info", {})["timestamp"]  # the cached second, reused
+    after = datetime.now(UTC)
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamped)
+    assert before <= datetime.fromisoformat(stamped) <= after
+    assert datetime.fromisoformat(stamped) <= datetime.fromisoformat(again) <= after
