@@ -3,13 +3,15 @@ redacted from every line, ours and the libraries' (pika, uvicorn) alike."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 from uuid import UUID
 
 import orjson
@@ -74,6 +76,31 @@ def redact_secrets(
     return event_dict
 
 
+class _UtcIsoTimestamp:
+    """A structlog processor: ``timestamp`` in ISO 8601 UTC, as ``TimeStamper(fmt="iso",
+    utc=True)`` writes it (``2026-11-25T06:37:40.123456Z``), for a third of its cost: the part up
+    to the seconds is formatted once per second, not once per line."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        micro = int((now - second) * 1_000_000)
+        # datetime.isoformat leaves the fraction out when it is zero; so do we.
+        event_dict["timestamp"] = f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+        return event_dict
+
+
 def _orjson_bytes(obj: Any, **_ignored: Any) -> bytes:
     try:
         return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
@@ -85,12 +112,56 @@ def _orjson_text(obj: Any, **_ignored: Any) -> str:
     return _orjson_bytes(obj).decode()
 
 
+class TurnFlushedBytesLogger:
+    """Writes each line to a binary stream at once and flushes it at the end of the event-loop
+    turn, so the lines of one turn leave in one write syscall instead of one each (a worker logs
+    two lines per task). Outside a running loop (start-up, threads, the CLI) every line is
+    flushed at once, as before. Lines are never reordered; a crash loses at most the current
+    turn's lines, which the process was about to write anyway."""
+
+    __slots__ = ("_file", "_flush_scheduled")
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._flush_scheduled = False
+
+    def msg(self, message: bytes) -> None:
+        self._file.write(message + b"\n")
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._file.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _SharedLogger:
+    """A structlog logger factory handing every logger the same writer: one flush per turn."""
+
+    def __init__(self, logger: TurnFlushedBytesLogger) -> None:
+        self._logger = logger
+
+    def __call__(self, *_args: Any) -> TurnFlushedBytesLogger:
+        return self._logger
+
+
 def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
     """``log_format`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
 
-    JSON lines are rendered by orjson straight to bytes and written to stderr's binary buffer:
-    below the level, a call is a no-op method of the filtering logger, and above it no stdlib
-    ``logging`` record is built; the processor chain runs once per event.
+    JSON lines are rendered by orjson straight to bytes and written to stderr's binary buffer,
+    flushed once per event-loop turn (``TurnFlushedBytesLogger``): below the level, a call is a
+    no-op method of the filtering logger, and above it no stdlib ``logging`` record is built;
+    the processor chain runs once per event.
     """
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     stderr_bytes = getattr(sys.stderr, "buffer", None)
@@ -103,13 +174,13 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
     elif stderr_bytes is not None:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_bytes)
         text_renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
-        logger_factory = structlog.BytesLoggerFactory(file=stderr_bytes)
+        logger_factory = _SharedLogger(TurnFlushedBytesLogger(stderr_bytes))
     else:  # stderr replaced by a text-only stream (tests, embedding applications)
         renderer = text_renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
         logger_factory = structlog.PrintLoggerFactory(file=sys.stderr)
     shared: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcIsoTimestamp(),
         structlog.processors.format_exc_info,
         redact_secrets,
     ]

@@ -14,7 +14,9 @@ status codes; never a task id.
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -134,9 +136,36 @@ def task_scheduled(scheduler: str) -> None:
     TASKS_SCHEDULED.labels(scheduler).inc()
 
 
+# A consumer counts five series per task; ``labels()`` builds and looks up its key under a
+# lock each time (~1.5 us, a tenth of a no-op task's consumer CPU for the five). The labelled
+# series of a scheduler never change once made (nothing removes them), so they are kept.
+
+
+@functools.lru_cache(maxsize=4096)
+def _finished(scheduler: str, state: TaskState) -> Counter:
+    return TASKS_FINISHED.labels(scheduler, state.value)
+
+
+class _RunSeries(NamedTuple):
+    started: Counter
+    running: Gauge
+    queue_wait: Histogram
+    run_seconds: Histogram
+
+
+@functools.lru_cache(maxsize=1024)
+def _run_series(scheduler: str) -> _RunSeries:
+    return _RunSeries(
+        TASKS_STARTED.labels(scheduler),
+        TASKS_RUNNING.labels(scheduler),
+        TASK_QUEUE_WAIT_SECONDS.labels(scheduler),
+        TASK_RUN_SECONDS.labels(scheduler),
+    )
+
+
 def task_finished(scheduler: str, state: TaskState, count: int = 1) -> None:
     if count:
-        TASKS_FINISHED.labels(scheduler, state.value).inc(count)
+        _finished(scheduler, state).inc(count)
 
 
 _FINAL_AT_CLAIM = {ClaimOutcome.EXPIRED: TaskState.TIMEOUT, ClaimOutcome.EXHAUSTED: TaskState.FAILED}
@@ -145,22 +174,24 @@ _FINAL_AT_CLAIM = {ClaimOutcome.EXPIRED: TaskState.TIMEOUT, ClaimOutcome.EXHAUST
 def claim_refused(scheduler: str, outcome: ClaimOutcome) -> None:
     """A claim that ran nothing; it made the task final if it was past its timeout or attempts."""
     if (state := _FINAL_AT_CLAIM.get(outcome)) is not None:
-        TASKS_FINISHED.labels(scheduler, state.value).inc()
+        _finished(scheduler, state).inc()
 
 
 def run_started(task: Task) -> float:
     """Count a run and its queue wait; returns the start time to give to ``run_ended``."""
-    TASKS_STARTED.labels(task.scheduler).inc()
-    TASKS_RUNNING.labels(task.scheduler).inc()
+    series = _run_series(task.scheduler)
+    series.started.inc()
+    series.running.inc()
     if task.started_at is not None:
         wait = (task.started_at - task.created_at).total_seconds()
-        TASK_QUEUE_WAIT_SECONDS.labels(task.scheduler).observe(max(wait, 0.0))
+        series.queue_wait.observe(max(wait, 0.0))
     return time.perf_counter()
 
 
 def run_ended(scheduler: str, started: float) -> None:
-    TASKS_RUNNING.labels(scheduler).dec()
-    TASK_RUN_SECONDS.labels(scheduler).observe(time.perf_counter() - started)
+    series = _run_series(scheduler)
+    series.running.dec()
+    series.run_seconds.observe(time.perf_counter() - started)
 
 
 def task_expired(scheduler: str, previous_state: TaskState, count: int = 1) -> None:

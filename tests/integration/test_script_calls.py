@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskbroker.backends import redis_client
 from taskbroker.script_calls import ScriptCalls
@@ -64,3 +65,29 @@ async def test_a_lone_call_is_sent_on_its_own(client: Redis) -> None:
     echo = _fresh_script(client, "return ARGV[1]")
 
     assert await ScriptCalls(client).call(echo, ["only"]) == "only"
+
+
+async def test_a_batch_that_times_out_fails_every_caller_and_leaves_no_stale_reply(
+    client: Redis,
+) -> None:
+    # No retry, and a socket timeout far shorter than the script: the batch's replies come late.
+    impatient = Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=0.1, retry=None)
+    slow = _fresh_script(
+        impatient,
+        "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 500000 "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return ARGV[1]",
+    )
+    echo = _fresh_script(impatient, "return ARGV[1]")
+    for script in (slow, echo):
+        await impatient.script_load(script.script)
+    calls = ScriptCalls(impatient)
+    try:
+        replies = await asyncio.gather(
+            calls.call(slow, ["late"]), calls.call(echo, ["late too"]), return_exceptions=True
+        )
+
+        assert all(isinstance(r, RedisTimeoutError) for r in replies), replies
+        await client.ping()  # answered once the slow script has ended and its replies are out
+        assert await calls.call(echo, ["fresh"]) == "fresh"
+    finally:
+        await impatient.aclose()

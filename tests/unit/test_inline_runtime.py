@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
 from runtimes.inline import InlineRuntime, module_allowed
 from runtimes.registry import RuntimeNotInstalled, installed_runtimes, load_runtime
 from taskbroker.models import Task, TaskState, utcnow
+from tests.unit import blocking
 
 
 def _task(attributes: dict[str, object]) -> Task:
@@ -31,7 +33,11 @@ def _task(attributes: dict[str, object]) -> Task:
 @pytest.fixture
 async def runtime() -> AsyncIterator[InlineRuntime]:
     built = InlineRuntime(
-        RuntimeConfig(scheduler="s", concurrency=2, allow=("runtimes.builtin", "tests.unit.returns"))
+        RuntimeConfig(
+            scheduler="s",
+            concurrency=2,
+            allow=("runtimes.builtin", "tests.unit.returns", "tests.unit.blocking"),
+        )
     )
     await built.start()
     yield built
@@ -98,6 +104,64 @@ async def test_cancel_stops_an_async_run_which_raises_task_cancelled(runtime: In
     with pytest.raises(TaskCancelled):
         await run
     await runtime.cancel(task)  # idempotent once the run has ended
+
+
+async def test_many_sync_calls_at_once_each_get_their_own_result(runtime: InlineRuntime) -> None:
+    tasks = [_task({"function": "runtimes.builtin:echo", "kwargs": {"n": n}}) for n in range(50)]
+
+    results = await asyncio.gather(*(runtime.run(t) for t in tasks))
+
+    assert results == [{"n": n} for n in range(50)]
+
+
+def _blocking_task(name: str) -> Task:
+    return _task({"function": f"{blocking.__name__}:wait_for_release", "args": [name]})
+
+
+async def _hold_both_threads(runtime: InlineRuntime) -> list[tuple[Task, asyncio.Task[Any]]]:
+    """Start two blocking calls and return once both run: the runtime's two threads are busy."""
+    blocking.released.clear()
+    blocking.calls.clear()
+    held = [_blocking_task(name) for name in ("first", "second")]
+    runs = [asyncio.create_task(runtime.run(task)) for task in held]
+    for _ in held:
+        await asyncio.to_thread(blocking.entered.acquire)
+    return list(zip(held, runs, strict=True))
+
+
+async def test_a_cancelled_sync_run_ends_at_once_and_wait_stopped_waits_for_its_function(
+    runtime: InlineRuntime,
+) -> None:
+    (first, first_run), (_, second_run) = await _hold_both_threads(runtime)
+
+    await runtime.cancel(first)
+    with pytest.raises(TaskCancelled):
+        await first_run
+    stopped = asyncio.create_task(runtime.wait_stopped(first))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not stopped.done()  # its function still runs on its thread
+
+    blocking.released.set()
+    await stopped
+    assert await second_run == "second"
+
+
+async def test_a_sync_call_cancelled_before_a_thread_takes_it_never_runs(runtime: InlineRuntime) -> None:
+    holders = await _hold_both_threads(runtime)
+    queued = _blocking_task("queued")
+    run = asyncio.create_task(runtime.run(queued))
+    while queued.id not in runtime._runs:  # noqa: ASYNC110 (the run registers on its first step)
+        await asyncio.sleep(0)
+
+    await runtime.cancel(queued)
+    with pytest.raises(TaskCancelled):
+        await run
+    blocking.released.set()
+    await asyncio.gather(*(r for _, r in holders))
+    await runtime.wait_stopped(queued)
+
+    assert blocking.calls == ["first", "second"]
 
 
 async def test_a_result_that_is_not_json_fails_the_task(runtime: InlineRuntime) -> None:
