@@ -5,9 +5,9 @@ costs a duplicate message that claim() drops."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import structlog
@@ -44,28 +44,7 @@ class TimeoutDaemon:
     async def sweep(self) -> SweepReport:
         """One pass: expire every due task (in batches), then republish tasks whose lease lapsed."""
         started = time.perf_counter()
-        expired = 0
-        batch = await self._store.expire_due(limit=self._batch)
-        while True:
-            expired += len(batch)
-            # Redis runs the next batch's script while this one's log lines are written: the two
-            # took about as long as each other, one after the other.
-            following = (
-                asyncio.ensure_future(self._store.expire_due(limit=self._batch))
-                if len(batch) == self._batch
-                else None
-            )
-            try:
-                await self._report_expired(batch)
-            except BaseException:
-                if following is not None:
-                    # Its tasks may be expired already: log them too before giving up.
-                    with contextlib.suppress(Exception):
-                        await self._report_expired(await following)
-                raise
-            if following is None:
-                break
-            batch = await following
+        expired = await self._expire_due()
         requeued = 0
         while lapsed := await self._store.lapsed(limit=self._batch):
             moved = await republish(self._store, self._broker, lapsed)
@@ -81,6 +60,32 @@ class TimeoutDaemon:
         metrics.sweep_completed(time.perf_counter() - started)
         return SweepReport(expired=expired, requeued=requeued)
 
+    async def _expire_due(self) -> int:
+        """Expire every due task, a batch per script. While a batch is logged the next two
+        scripts are already queued at Redis (each takes the next due slice: scripts run one at a
+        time), so Redis, the slower of the two, never waits for the daemon between batches."""
+
+        def expire() -> asyncio.Future[list[Expired]]:
+            return asyncio.ensure_future(self._store.expire_due(limit=self._batch))
+
+        in_flight = collections.deque([expire()])
+        expired = 0
+        try:
+            while in_flight:
+                batch = await in_flight.popleft()
+                if len(batch) == self._batch:  # more may be due
+                    while len(in_flight) < 2:
+                        in_flight.append(expire())
+                expired += len(batch)
+                await self._report_expired(batch)
+        except BaseException:
+            # Scripts already sent may have expired tasks: log them too before giving up.
+            for following in in_flight:
+                with contextlib.suppress(Exception):
+                    await self._report_expired(await following)
+            raise
+        return expired
+
     async def _report_expired(self, batch: list[Expired]) -> None:
         """One ``task.timeout`` line per task, the batch's metrics, and cancel notices."""
         for number, item in enumerate(batch, 1):
@@ -95,7 +100,7 @@ class TimeoutDaemon:
             if number % 100 == 0:
                 await asyncio.sleep(0)  # lets the next batch's script leave for Redis, and its reply in
         # Counted per scheduler and state, not per task: a label lookup costs ~5 us.
-        for (scheduler, previous_state), count in Counter(
+        for (scheduler, previous_state), count in collections.Counter(
             (item.scheduler, item.previous_state) for item in batch
         ).items():
             metrics.task_expired(scheduler, previous_state, count)
