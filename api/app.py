@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from api.dependencies import SchedulingContext
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.instrumentation import RequestMetrics
@@ -49,6 +50,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     )
     app.state.settings = settings
     app.state.backends = backends
+    app.state.scheduling_context = SchedulingContext(backends.store, backends.broker, settings)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
