@@ -56,7 +56,14 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (tasks.router, schedulers.router, schedules.router, tokens.router, health.router):
+    for router in (
+        tasks.scheduling_router,
+        tasks.router,
+        schedulers.router,
+        schedules.router,
+        tokens.router,
+        health.router,
+    ):
         app.include_router(router)
     app.include_router(events.router)
     # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from api.auth import AnyCaller, Scheduling, require_scheduler
 from api.callbacks import check_callback_url
 from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
+from api.direct_route import DirectRoute
 from api.idempotency import IdempotencyKeyHeader, check_unique_keys, refuse_batch_header_key, with_header_key
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
@@ -34,6 +35,8 @@ from taskbroker.tokens import Principal, Role
 log = structlog.get_logger("taskbroker.api")
 
 router = APIRouter(tags=["tasks"])
+scheduling_router = APIRouter(tags=["tasks"], route_class=DirectRoute)
+"""The hot endpoints: their common request skips FastAPI's general machinery (api.direct_route)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
@@ -81,7 +84,7 @@ async def _accept(
     ]
 
 
-@router.post(
+@scheduling_router.post(
     "/task/schedule",
     status_code=status.HTTP_201_CREATED,
     response_model=Task,
@@ -106,7 +109,7 @@ async def schedule_task(
     return _json(scheduled.task.model_dump_json(), created=scheduled.created)
 
 
-@router.post(
+@scheduling_router.post(
     "/task/schedule/batch",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskList,
