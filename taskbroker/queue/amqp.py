@@ -32,6 +32,28 @@ def _closed_error(reason: BaseException | None) -> TaskbrokerError:
     return error
 
 
+class _CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
+    """pika queues every frame as its own chunk and sends the chunks one by one: three system
+    calls per published message (method, header, body), each a trip through the loopback TCP
+    stack. Frames emitted in one event-loop turn are joined into one chunk, so a turn's publishes
+    leave in one send; their order, and so the channel's delivery tags, are unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outgoing: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._outgoing:
+            self.ioloop.call_soon(self._emit_outgoing)
+        self._outgoing.append(data)
+
+    def _emit_outgoing(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if self._transport is not None:  # the connection was lost meanwhile: pika drops it too
+            super()._adapter_emit_data(data)
+
+
 class _ConfirmTracker:
     """Matches publisher confirms to the futures of the messages they confirm.
 
@@ -195,7 +217,7 @@ class AmqpBroker(QueueBroker):
                 if not opened.done():
                     opened.set_exception(BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}"))
 
-            connection = AsyncioConnection(
+            connection = _CoalescingConnection(
                 self._parameters,
                 on_open_callback=on_open,
                 on_open_error_callback=on_open_error,
