@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from api.dependencies import SchedulingContext
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.instrumentation import RequestMetrics
@@ -49,12 +50,20 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     )
     app.state.settings = settings
     app.state.backends = backends
+    app.state.scheduling_context = SchedulingContext(backends.store, backends.broker, settings)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (tasks.router, schedulers.router, schedules.router, tokens.router, health.router):
+    for router in (
+        tasks.scheduling_router,
+        tasks.router,
+        schedulers.router,
+        schedules.router,
+        tokens.router,
+        health.router,
+    ):
         app.include_router(router)
     app.include_router(events.router)
     # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).

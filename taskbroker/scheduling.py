@@ -101,20 +101,22 @@ async def schedule(
         bodies, priorities = by_scheduler[task.scheduler]
         bodies.append(str(task.id).encode())
         priorities.append(task.priority)
+    publishes = [
+        broker.publish(queue_name(settings.key_prefix, s), bodies, priorities)
+        for s, (bodies, priorities) in by_scheduler.items()
+    ]
     try:
-        await asyncio.gather(
-            *(
-                broker.publish(queue_name(settings.key_prefix, s), bodies, priorities)
-                for s, (bodies, priorities) in by_scheduler.items()
-            )
-        )
+        # One scheduler (the usual request) is awaited as is: gather would wrap it in a task.
+        await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
     except (BrokerUnavailable, QueueMissing):
         # If Redis is gone too, the tasks stay pending without a message until their timeout
         # ends them; the caller was refused either way and will retry.
         with contextlib.suppress(StoreUnavailable):
             await store.discard([t.id for t in created])
         raise
-    await _mark_keyed_published(store, [t for t in created if t.key])
+    keyed = [t for t in created if t.key]
+    if keyed:
+        await _mark_keyed_published(store, keyed)
     for task in created:
         log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
         metrics.task_scheduled(task.scheduler)

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 
 from api.auth import AnyCaller, Scheduling, require_scheduler
 from api.callbacks import check_callback_url
-from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
+from api.direct_route import DirectRoute
 from api.idempotency import IdempotencyKeyHeader, check_unique_keys, refuse_batch_header_key, with_header_key
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
@@ -28,13 +29,14 @@ from taskbroker.errors import InvalidCursor, TaskNotFound
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule
-from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 from taskbroker.tokens import Principal, Role
 
 log = structlog.get_logger("taskbroker.api")
 
 router = APIRouter(tags=["tasks"])
+scheduling_router = APIRouter(tags=["tasks"], route_class=DirectRoute)
+"""The hot endpoints: their common request skips FastAPI's general machinery (api.direct_route)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
@@ -57,16 +59,17 @@ SCHEDULE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _accept(
-    bodies: list[ScheduleRequest], principal: Principal, store: TaskStore, settings: Settings
+    bodies: list[ScheduleRequest], principal: Principal, context: SchedulingContext
 ) -> list[TaskRequest]:
     """Permissions and limits for each task, then the rate limit for the whole request."""
+    settings = context.settings
     for body in bodies:
         require_scheduler(principal, body.scheduler)
         check_task_input(body.attributes, body.timeout, settings)
         if body.callback_url is not None:
             check_callback_url(body.callback_url, settings)
     check_unique_keys(bodies)
-    await enforce_rate_limit(store, settings, principal.token_id, len(bodies))
+    await enforce_rate_limit(context.store, settings, principal.token_id, len(bodies))
     return [
         TaskRequest(
             b.scheduler,
@@ -81,9 +84,10 @@ async def _accept(
     ]
 
 
-@router.post(
+@scheduling_router.post(
     "/task/schedule",
     status_code=status.HTTP_201_CREATED,
+    response_model=Task,
     responses={
         200: {"model": Task, "description": "The live task holding this idempotency key"},
         **SCHEDULE_ERRORS,
@@ -91,45 +95,52 @@ async def _accept(
 )
 async def schedule_task(
     body: ScheduleRequest,
-    response: Response,
     principal: Scheduling,
-    store: StoreDep,
-    broker: BrokerDep,
-    settings: SettingsDep,
+    context: SchedulingContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> Task:
+) -> Response:
     """Create a task; answered once it is stored in Redis and its message confirmed by RabbitMQ.
     With an idempotency key held by a live task of the scheduler: that task, 200."""
     body = with_header_key(body, idempotency_key)
-    requests = await _accept([body], principal, store, settings)
-    (scheduled,) = await schedule(requests, store=store, broker=broker, settings=settings)
-    if not scheduled.created:
-        response.status_code = status.HTTP_200_OK
-    return scheduled.task
+    requests = await _accept([body], principal, context)
+    (scheduled,) = await schedule(
+        requests, store=context.store, broker=context.broker, settings=context.settings
+    )
+    return _json(scheduled.task.model_dump_json(), created=scheduled.created)
 
 
-@router.post(
+@scheduling_router.post(
     "/task/schedule/batch",
     status_code=status.HTTP_201_CREATED,
+    response_model=TaskList,
     responses={200: {"model": TaskList, "description": "Every task was found by its key"}, **SCHEDULE_ERRORS},
 )
 async def schedule_batch(
     body: BatchScheduleRequest,
-    response: Response,
     principal: Scheduling,
-    store: StoreDep,
-    broker: BrokerDep,
-    settings: SettingsDep,
+    context: SchedulingContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> TaskList:
+) -> Response:
     """Create up to 1,000 tasks at once, all or none; answered once every message is confirmed.
     Idempotency keys go per task (``key``); a task whose key a live task holds is that task."""
     refuse_batch_header_key(idempotency_key)
-    requests = await _accept(body.tasks, principal, store, settings)
-    scheduled = await schedule(requests, store=store, broker=broker, settings=settings)
-    if not any(s.created for s in scheduled):
-        response.status_code = status.HTTP_200_OK
-    return TaskList(tasks=[s.task for s in scheduled])
+    requests = await _accept(body.tasks, principal, context)
+    scheduled = await schedule(
+        requests, store=context.store, broker=context.broker, settings=context.settings
+    )
+    tasks = TaskList(tasks=[s.task for s in scheduled])
+    return _json(tasks.model_dump_json(), created=any(s.created for s in scheduled))
+
+
+def _json(body: str, *, created: bool) -> Response:
+    """The answer of a scheduling endpoint, serialised once: the models it is built from are
+    valid already, and FastAPI's response_model would validate them again. The route still
+    documents the model."""
+    return Response(
+        body,
+        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        media_type="application/json",
+    )
 
 
 async def _visible_task(task_id: UUID, principal: Principal, store: TaskStore) -> Task:
