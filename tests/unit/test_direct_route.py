@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,3 +120,24 @@ def test_a_direct_route_refuses_a_dependency_that_needs_more_than_the_request() 
 
     with pytest.raises(TypeError, match="only the request"):
         router.add_api_route("/order", place, methods=["POST"])
+
+
+async def test_a_direct_route_runs_the_dependencies_its_router_adds() -> None:
+    async def members_only(request: Request) -> None:
+        if request.headers.get("x-caller") != "member":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "members only")
+
+    router = APIRouter(route_class=DirectRoute, dependencies=[Depends(members_only)])
+
+    @router.post("/order", status_code=201, response_model=Order)
+    async def place(body: Order) -> Response:
+        return Response(body.model_dump_json(), status_code=201)
+
+    app = FastAPI()
+    app.include_router(router)
+
+    refused = await _post(app, b'{"item": "pen"}', JSON)
+    admitted = await _post(app, b'{"item": "pen"}', {**JSON, "x-caller": "member"})
+
+    assert refused.status_code == 403
+    assert admitted.status_code == 201
