@@ -98,6 +98,10 @@ def measure_ours(args: argparse.Namespace) -> dict[str, Any]:
         # apply_async rate is measured without a worker.
         progress(f"taskbroker: {args.requests:,} single-task requests, {args.clients} clients")
         figures["single_requests"] = ours.single_requests("idle", args.requests, args.clients)
+        progress(f"taskbroker: {args.requests:,} single-task requests with a client token")
+        figures["single_requests_client_token"] = ours.single_requests(
+            "idle", args.requests, args.clients, token=ours.client_token("idle")
+        )
         progress(f"taskbroker: {args.tasks:,} tasks scheduled in batches")
         figures["batches"] = ours.batch_schedule("idle", args.tasks)
         progress(f"taskbroker: latency at {args.rate:,.0f} requests/s for {args.rate_seconds:g} s")

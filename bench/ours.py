@@ -153,10 +153,25 @@ class Ours:
         finally:
             client.close()
 
-    def single_requests(self, scheduler: str, requests: int, clients: int = 32) -> dict[str, Any]:
-        """One task per request, ``clients`` concurrent HTTP clients: accepted tasks per second."""
+    def client_token(self, scheduler: str) -> str:
+        """A client token for ``scheduler``, as a real client schedules with: unlike the admin
+        token, checked in memory, it is looked up in Redis on every request."""
+        response = httpx.post(
+            f"{self.url}/token",
+            json={"role": "client", "name": "bench", "schedulers": [scheduler]},
+            headers=self.headers,
+            timeout=30,
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+    def single_requests(
+        self, scheduler: str, requests: int, clients: int = 32, *, token: str | None = None
+    ) -> dict[str, Any]:
+        """One task per request, ``clients`` concurrent HTTP clients: accepted tasks per second.
+        With the admin token unless ``token`` is given."""
         before = self.fleet.cpu_seconds()
-        latencies = asyncio.run(self._closed_loop(scheduler, requests, clients))
+        latencies = asyncio.run(self._closed_loop(scheduler, requests, clients, token or self.token))
         after = self.fleet.cpu_seconds()
         return {
             "requests": requests,
@@ -182,10 +197,8 @@ class Ours:
             "api_cpu_s_per_1000": cpu_per_thousand(before, after, tasks)["api"],
         }
 
-    async def _closed_loop(self, scheduler: str, requests: int, clients: int) -> list[float]:
-        request = build_post(
-            self.url, "/task/schedule", {"scheduler": scheduler, "attributes": NOOP}, self.token
-        )
+    async def _closed_loop(self, scheduler: str, requests: int, clients: int, token: str) -> list[float]:
+        request = build_post(self.url, "/task/schedule", {"scheduler": scheduler, "attributes": NOOP}, token)
         latencies: list[float] = []
         remaining = requests
         connections = [await Connection.open(self.url) for _ in range(clients)]

@@ -38,7 +38,7 @@ def test_quick_benchmark_produces_every_figure_and_the_table(tmp_path: Path) -> 
     results = json.loads(output.read_text())
     ours = results["ours"]
     assert ours["end_to_end"]["states"] == {"complete": 500}
-    for figure in ("end_to_end", "single_requests", "batches"):
+    for figure in ("end_to_end", "single_requests", "single_requests_client_token", "batches"):
         assert ours[figure]["tasks_per_s"] > 0
     assert ours["latency"]["p99_ms"] > 0
     assert ours["memory"]["bytes_per_task"] > 0
