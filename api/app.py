@@ -52,7 +52,9 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.backends = backends
     app.state.scheduling_context = SchedulingContext(backends.store, backends.broker, settings)
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    app.state.tokens = TokenStore(backends.store.redis, settings.key_prefix, admin_token)
+    app.state.tokens = TokenStore(
+        backends.store.redis, settings.key_prefix, admin_token, script_calls=backends.store.script_calls
+    )
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -211,6 +211,12 @@ class TaskStore:
         }
 
     @property
+    def script_calls(self) -> ScriptCalls:
+        """This store's batching of script calls: other stores on the same client share it, so
+        their calls of a loop turn leave in the same round trip."""
+        return self._script_calls
+
+    @property
     def redis(self) -> aioredis.Redis:
         return self._redis
 

@@ -9,6 +9,7 @@ API replica sees a revocation at once.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
@@ -21,7 +22,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskbroker.models import SchedulerName, utcnow
-from taskbroker.store import redis_call
+from taskbroker.script_calls import ScriptCalls
+from taskbroker.store import load_script, redis_call
 
 TOKEN_PREFIX = "tb_"
 ADMIN_TOKEN_ID = "admin"
@@ -85,10 +87,20 @@ def _split(token: str) -> tuple[str, str] | None:
 
 
 class TokenStore:
-    def __init__(self, client: aioredis.Redis, key_prefix: str, admin_token: str | None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        admin_token: str | None,
+        *,
+        script_calls: ScriptCalls | None = None,
+    ) -> None:
         self._redis = client
+        self._prefix = key_prefix
         self._key = f"{key_prefix}:tokens"
         self._admin_digest = None if admin_token is None else _digest(admin_token)
+        self._script_calls = script_calls or ScriptCalls(client)
+        self._lookup = client.register_script(load_script("token"))
 
     @redis_call
     async def create(
@@ -141,13 +153,31 @@ class TokenStore:
         if parts is None:
             return None
         token_id, secret = parts
-        raw = await self._redis.hget(self._key, token_id)
+        raw = await self._script_calls.call(self._lookup, [self._prefix, token_id])
         if raw is None:
             return None
-        stored = _StoredToken.model_validate(orjson.loads(raw))
+        stored = _parse_stored(raw)
         if not hmac.compare_digest(_digest(secret), stored.secret_sha256):
             return None
         if stored.expires_at is not None and stored.expires_at <= utcnow():
             return None
-        schedulers = None if stored.schedulers is None else frozenset(stored.schedulers)
-        return Principal(stored.id, stored.role, schedulers)
+        return stored.principal
+
+
+@dataclass(frozen=True, slots=True)
+class _Verifier:
+    """A stored token record, parsed: what authenticate() checks, and who the caller then is."""
+
+    secret_sha256: str
+    expires_at: datetime | None
+    principal: Principal
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_stored(raw: str) -> _Verifier:
+    """Parsing and validating a record cost more than the rest of authenticate(). A record never
+    changes once written (revoking deletes it, and the record is still read from Redis on every
+    request), so its text parses to the same answer every time: parsed once per text."""
+    stored = _StoredToken.model_validate(orjson.loads(raw))
+    schedulers = None if stored.schedulers is None else frozenset(stored.schedulers)
+    return _Verifier(stored.secret_sha256, stored.expires_at, Principal(stored.id, stored.role, schedulers))
