@@ -8,6 +8,7 @@ The API path is pinned to v1.41, which both Docker and podman's compatible servi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import struct
@@ -25,6 +26,8 @@ CALL_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 PULL_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 WAIT_TIMEOUT = httpx.Timeout(None, connect=5.0)
 """Waiting for a container to exit may take as long as the task runs."""
+REMOVE_ATTEMPTS = 4
+"""A force-remove refused while the container stops is tried again this many times in all."""
 POOL_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
 """Unbounded: every running task holds one connection in its wait, whatever the concurrency."""
 
@@ -202,14 +205,26 @@ class DockerEngine:
             )
 
     async def remove(self, name: str) -> None:
-        """Force-remove (killing it if it runs) with its anonymous volumes; gone already is fine."""
-        with contextlib.suppress(NotFound):
-            await self._call(
-                "DELETE",
-                f"/containers/{name}",
-                what=f"remove container {name}",
-                params={"force": "1", "v": "1"},
-            )
+        """Force-remove (killing it if it runs) with its anonymous volumes; gone already is fine.
+
+        A force-remove that races the container's own exit (just killed, say) can be refused by
+        the engine (podman: 500 "could not be stopped ... container state improper"; Docker: 409
+        while a removal is under way): the container has stopped a moment later, so the remove
+        is tried again, a few times, before the error is the caller's."""
+        for attempt in range(REMOVE_ATTEMPTS):
+            try:
+                with contextlib.suppress(NotFound):
+                    await self._call(
+                        "DELETE",
+                        f"/containers/{name}",
+                        what=f"remove container {name}",
+                        params={"force": "1", "v": "1"},
+                    )
+                return
+            except EngineError as exc:
+                if exc.status not in (409, 500) or attempt == REMOVE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     async def exists(self, name: str) -> bool:
         try:
