@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
+import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
@@ -18,8 +19,15 @@ from taskbroker.queue.amqp_acks import AckBatcher
 from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
 
 PERSISTENT = 2
-QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
+QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY, "x-queue-version": 2}
+"""Version 2 classic queues (RabbitMQ 3.10+, the only version from 4.0): a persistent message is
+confirmed in about half the time of version 1, and the queue costs RabbitMQ less CPU per message
+(README, Performance)."""
+VERSION_1_QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
+"""What taskbroker declared before version 2 queues; such a queue is used as it is."""
 PRECONDITION_FAILED = 406
+
+log = structlog.get_logger("taskbroker.queue")
 
 
 def _closed_error(reason: BaseException | None) -> TaskbrokerError:
@@ -320,8 +328,24 @@ class AmqpBroker(QueueBroker):
 
     async def declare(self, queue: str) -> None:
         try:
+            await self._declare(queue, QUEUE_ARGUMENTS)
+            return
+        except QueueIncompatible as exc:
+            # RabbitMQ cannot change a queue's arguments; it names the first one that differs.
+            if "x-queue-version" not in str(exc.__cause__):
+                raise
+        await self._declare(queue, VERSION_1_QUEUE_ARGUMENTS)
+        log.info(
+            "queue.version_1",
+            queue=queue,
+            hint="declared by an earlier taskbroker: it works as it is; a RabbitMQ policy with "
+            "queue-version 2 converts it in place and confirms publishes faster",
+        )
+
+    async def _declare(self, queue: str, arguments: dict[str, Any]) -> None:
+        try:
             await self._call(
-                lambda ch, cb: ch.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS, callback=cb)
+                lambda ch, cb: ch.queue_declare(queue, durable=True, arguments=arguments, callback=cb)
             )
         except BrokerUnavailable as exc:
             reason = exc.__cause__
@@ -331,7 +355,7 @@ class AmqpBroker(QueueBroker):
                     "declared by an older taskbroker: its tasks still run, but to register the "
                     "scheduler again drain the queue (stop publishing, let consumers empty it), "
                     f"delete it (rabbitmqctl delete_queue {queue}) and register again"
-                ) from exc
+                ) from reason
             raise
 
     async def delete(self, queue: str) -> None:
