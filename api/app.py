@@ -15,6 +15,7 @@ from api.instrumentation import RequestMetrics
 from api.limits import BodySizeLimit
 from api.routers import events, health, schedulers, schedules, tasks, tokens
 from api.routers import metrics as metrics_router
+from api.scheduling_lane import LanedFastAPI
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.events import EventLog
@@ -26,8 +27,12 @@ from taskbroker.tokens import TokenStore
 log = structlog.get_logger("taskbroker.api")
 
 
-def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = True) -> FastAPI:
-    """Build the API over the given backends; with ``owns_backends`` it closes them at shutdown."""
+def create_app(
+    settings: Settings, backends: Backends, *, owns_backends: bool = True, lanes: bool = True
+) -> FastAPI:
+    """Build the API over the given backends; with ``owns_backends`` it closes them at shutdown.
+    ``lanes=False`` serves the scheduling requests through the whole middleware stack too (the
+    tests compare both: api.scheduling_lane)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +47,7 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
         if owns_backends:
             await backends.close()
 
-    app = FastAPI(
+    app = LanedFastAPI(
         title="taskbroker",
         summary="Schedule tasks onto named queues; consumers run them through pluggable runtimes.",
         version="0.1.0",
@@ -72,4 +77,6 @@ def create_app(settings: Settings, backends: Backends, *, owns_backends: bool = 
     app.state.live_state = LiveState(backends.store, backends.broker)
     app.add_middleware(RequestMetrics)
     app.include_router(metrics_router.router)
+    if lanes:
+        app.add_lanes(tasks.scheduling_router, max_body_bytes=settings.max_body_bytes)
     return app

@@ -20,7 +20,7 @@ parameters it cannot bind.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import Request, Response
@@ -35,21 +35,22 @@ JSON = "application/json"
 class DirectRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         general = super().get_route_handler()
-        binding = _Binding(self._effective_dependant())
+        binding = DirectBinding(self._effective_dependant(), self.path)
 
         async def handle(request: Request) -> Response:
-            if request.headers.get("content-type") != JSON or binding.needs_general_path(request):
+            if not binding.takes(request.headers, request.app):
                 return await general(request)
-            try:
-                body = binding.body_model.model_validate_json(await request.body())
-            except ValidationError:
-                return await general(request)  # FastAPI words the error (the body is cached)
-            response = await binding.call(request, body)
-            if not isinstance(response, Response):
-                raise TypeError(f"{self.path}: a DirectRoute endpoint must return a Response")
-            return response
+            response = await binding.respond(request, await request.body())
+            # None: the body does not validate; FastAPI words the error (the body is cached).
+            return response if response is not None else await general(request)
 
         return handle
+
+    def own_binding(self) -> DirectBinding:
+        """The binding of the route's own dependant, without a router's or app's dependencies:
+        for a caller that serves the route itself (api.scheduling_lane), which checks there
+        are none."""
+        return DirectBinding(self.dependant, self.path)
 
     def _effective_dependant(self) -> Dependant:
         """The dependant FastAPI's handler uses: once included in an app, the route's handler is
@@ -65,12 +66,12 @@ class DirectRoute(APIRoute):
         return self.dependant
 
 
-class _Binding:
+class DirectBinding:
     """How a request's values reach the endpoint: the body model, each dependency called with
     the request, and header parameters at their defaults (a request that sends one goes the
     general way, which validates it)."""
 
-    def __init__(self, dependant: Dependant) -> None:
+    def __init__(self, dependant: Dependant, path: str) -> None:
         endpoint = dependant.call
         where = getattr(endpoint, "__name__", repr(endpoint))
         if endpoint is None or not inspect.iscoroutinefunction(endpoint):
@@ -94,6 +95,7 @@ class _Binding:
             )
         ):
             raise TypeError(f"{where}: a DirectRoute endpoint takes no request, response or tasks")
+        self.path = path
         self.body_model: type[BaseModel] = model
         self._body_name = body_field.name
         self._endpoint: Callable[..., Awaitable[Any]] = endpoint
@@ -106,19 +108,30 @@ class _Binding:
         self._dependencies = [_request_only(sub, where) for sub in dependant.dependencies]
         self._calls = [call for call, _ in self._dependencies]
 
-    def needs_general_path(self, request: Request) -> bool:
-        if any(name in request.headers for name in self._headers):
-            return True
-        overrides: dict[Any, Any] = getattr(request.app, "dependency_overrides", {})
-        return bool(overrides) and any(call in overrides for call in self._calls)
+    def takes(self, headers: Mapping[str, str], app: Any) -> bool:
+        """Whether the request can be bound directly: a JSON body, none of the endpoint's
+        header parameters sent, none of its dependencies overridden."""
+        if headers.get("content-type") != JSON or any(name in headers for name in self._headers):
+            return False
+        overrides: dict[Any, Any] = getattr(app, "dependency_overrides", {})
+        return not (overrides and any(call in overrides for call in self._calls))
 
-    async def call(self, request: Request, body: BaseModel) -> Any:
-        values: dict[str, Any] = {self._body_name: body, **self._header_defaults}
+    async def respond(self, request: Request, body: bytes) -> Response | None:
+        """The endpoint's response; None when the body does not validate. Errors raised by a
+        dependency or the endpoint propagate, for the app's handlers to answer."""
+        try:
+            model = self.body_model.model_validate_json(body)
+        except ValidationError:
+            return None
+        values: dict[str, Any] = {self._body_name: model, **self._header_defaults}
         for call, (name, request_param) in self._dependencies:
             value = await call(**{request_param: request})
             if name is not None:  # None: a router's or app's dependency, run for its checks
                 values[name] = value
-        return await self._endpoint(**values)
+        response = await self._endpoint(**values)
+        if not isinstance(response, Response):
+            raise TypeError(f"{self.path}: a DirectRoute endpoint must return a Response")
+        return response
 
 
 def _request_only(sub: Dependant, where: str) -> tuple[Callable[..., Awaitable[Any]], tuple[str | None, str]]:
