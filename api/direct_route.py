@@ -20,7 +20,7 @@ parameters it cannot bind.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import Request, Response
@@ -29,7 +29,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-JSON = "application/json"
+JSON = b"application/json"
 
 
 class DirectRoute(APIRoute):
@@ -38,7 +38,7 @@ class DirectRoute(APIRoute):
         binding = DirectBinding(self._effective_dependant(), self.path)
 
         async def handle(request: Request) -> Response:
-            if not binding.takes(request.headers, request.app):
+            if not binding.takes(request.headers.raw, request.app):
                 return await general(request)
             response = await binding.respond(request, await request.body())
             # None: the body does not validate; FastAPI words the error (the body is cached).
@@ -99,19 +99,25 @@ class DirectBinding:
         self.body_model: type[BaseModel] = model
         self._body_name = body_field.name
         self._endpoint: Callable[..., Awaitable[Any]] = endpoint
-        self._headers = [
-            name
+        self._headers = frozenset(
+            name.encode("latin-1")
             for field in dependant.header_params
             for name in {field.alias.lower(), field.alias.lower().replace("_", "-")}
-        ]
+        )
         self._header_defaults = {field.name: field.default for field in dependant.header_params}
         self._dependencies = [_request_only(sub, where) for sub in dependant.dependencies]
         self._calls = [call for call, _ in self._dependencies]
 
-    def takes(self, headers: Mapping[str, str], app: Any) -> bool:
-        """Whether the request can be bound directly: a JSON body, none of the endpoint's
-        header parameters sent, none of its dependencies overridden."""
-        if headers.get("content-type") != JSON or any(name in headers for name in self._headers):
+    def takes(self, headers: Sequence[tuple[bytes, bytes]], app: Any) -> bool:
+        """Whether a request with these (raw ASGI) headers can be bound directly: a JSON body,
+        none of the endpoint's header parameters sent, none of its dependencies overridden."""
+        content_type = None
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = content_type or value
+            elif name in self._headers:
+                return False
+        if content_type != JSON:
             return False
         overrides: dict[Any, Any] = getattr(app, "dependency_overrides", {})
         return not (overrides and any(call in overrides for call in self._calls))

@@ -64,8 +64,7 @@ class LanedFastAPI(FastAPI):
         length = _content_length(scope)
         if length is None or length > self._max_body_bytes:
             return None  # the body limit's own answer (413), or a chunked body: the whole app
-        request = Request(scope)
-        if not binding.takes(request.headers, self):
+        if not binding.takes(scope["headers"], self):
             return None
         telemetry = getattr(self, "_native_telemetry", None)  # FastAPI's, when it has one
         if telemetry is not None and telemetry.enabled():

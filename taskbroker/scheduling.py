@@ -124,7 +124,8 @@ async def schedule(
         Scheduled(existing, created=False)
         if existing is not None
         else Scheduled(
-            Task(
+            # Built from values already validated (the request, the new id, now): not checked again.
+            Task.model_construct(
                 id=t.id,
                 scheduler=t.scheduler,
                 attributes=t.attributes,

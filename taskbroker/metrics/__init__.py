@@ -132,13 +132,19 @@ TASKS_REQUEUED = Counter(
 # Hooks: one call at each place where something happens.
 
 
-def task_scheduled(scheduler: str) -> None:
-    TASKS_SCHEDULED.labels(scheduler).inc()
-
-
 # A consumer counts five series per task; ``labels()`` builds and looks up its key under a
 # lock each time (~1.5 us, a tenth of a no-op task's consumer CPU for the five). The labelled
-# series of a scheduler never change once made (nothing removes them), so they are kept.
+# series of a scheduler never change once made (nothing removes them), so they are kept; so
+# are the API's, per scheduler and per route, method and status.
+
+
+def task_scheduled(scheduler: str) -> None:
+    _scheduled(scheduler).inc()
+
+
+@functools.lru_cache(maxsize=4096)
+def _scheduled(scheduler: str) -> Counter:
+    return TASKS_SCHEDULED.labels(scheduler)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -217,5 +223,9 @@ _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 def request_observed(method: str, route: str, status: int, seconds: float) -> None:
     """``route`` must be a route template (``/task/{task_id}``), never the raw path."""
-    method = method if method in _HTTP_METHODS else "other"
-    HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
+    _request_series(method if method in _HTTP_METHODS else "other", route, status).observe(seconds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_series(method: str, route: str, status: int) -> Histogram:
+    return HTTP_REQUEST_SECONDS.labels(method, route, str(status))
