@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.daemon import timeout_daemon_costs
-from bench.harness import REPO, progress, redis_client
+from bench.harness import REPO, machine_speed, progress, redis_client
 from bench.ours import Ours
 from bench.peers import celery_end_to_end, celery_publish_rate, dramatiq_end_to_end
 from bench.report import render
@@ -73,6 +73,7 @@ def environment() -> dict[str, Any]:
         "rabbitmq": rabbitmq or "unknown",
         "commit": commit,
         "versions": {name: _version(name) for name in packages},
+        "speed": machine_speed(),
     }
 
 

@@ -108,3 +108,25 @@ def delete_keys(pattern: str) -> None:
 
 def cpu_per_thousand(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
     return {name: round((after[name] - before.get(name, 0.0)) * 1000 / tasks, 3) for name in after}
+
+
+def machine_speed() -> dict[str, float]:
+    """Two quick readings of how fast this machine is, recorded with every run: the ratios hold
+    across machines, the absolute targets (latency, expiry time) do not. The median of five
+    timings of a pure-Python loop, and sequential Redis round trips (PING) per second."""
+    loops = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number
+        loops.append(time.perf_counter() - started)
+    client = redis_client()
+    try:
+        started = time.perf_counter()
+        for _ in range(5_000):
+            client.ping()
+        pings = 5_000 / (time.perf_counter() - started)
+    finally:
+        client.close()
+    return {"python_loop_1m_ms": round(sorted(loops)[2] * 1000, 1), "redis_round_trips_per_s": round(pings)}

@@ -95,6 +95,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     ]
 
 
+def _speed(speed: Any) -> str:
+    if not isinstance(speed, dict):
+        return "machine speed: not measured"
+    return (
+        f"machine speed: a Python loop of 1,000,000 additions {_num(speed.get('python_loop_1m_ms'), 1)} ms, "
+        f"{_num(speed.get('redis_round_trips_per_s'))} Redis round trips/s (the ratios carry across "
+        "machines; the absolute targets 3 and 5a do not)"
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     lines = [
@@ -102,6 +112,7 @@ def render(results: dict[str, Any]) -> str:
         f"{env.get('machine', '')}; Python {env.get('python', '')}; Redis {env.get('redis', '')}; "
         f"RabbitMQ {env.get('rabbitmq', '')}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()),
+        _speed(env.get("speed")),
         "",
         "| system | end-to-end tasks/s | ours / theirs | CPU s per 1,000 tasks |",
         "| --- | ---: | ---: | --- |",
