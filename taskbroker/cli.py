@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from taskbroker import event_loop
 from taskbroker.backends import Backends, redis_client
 from taskbroker.client import Client, ClientError, TaskSpec
 from taskbroker.errors import StoreUnavailable
@@ -90,7 +91,7 @@ def _server_settings(process: str) -> Settings:
 
 def _run(coroutine: Any) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coroutine)
+        event_loop.run(coroutine)
 
 
 @app.command()
@@ -124,7 +125,7 @@ def _serve_process(
         finally:
             await backends.close()
 
-    asyncio.run(main())
+    event_loop.run(main())
 
 
 @app.command()
