@@ -63,8 +63,8 @@ def create_app(
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_laned_router(tasks.scheduling_router, lanes=lanes, max_body_bytes=settings.max_body_bytes)
     for router in (
-        tasks.scheduling_router,
         tasks.router,
         schedulers.router,
         schedules.router,
@@ -77,6 +77,4 @@ def create_app(
     app.state.live_state = LiveState(backends.store, backends.broker)
     app.add_middleware(RequestMetrics)
     app.include_router(metrics_router.router)
-    if lanes:
-        app.add_lanes(tasks.scheduling_router, max_body_bytes=settings.max_body_bytes)
     return app

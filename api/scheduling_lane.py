@@ -11,8 +11,8 @@ to the route's binding. It then does itself what those layers do for such a requ
 exception handlers answer errors, found the way Starlette finds them; the request metric is
 recorded. Every other request goes through the whole app, as before. So do the requests of a
 body that does not validate (the body is replayed, and FastAPI words the error) and every
-request while OpenTelemetry is configured. Only routers included without a prefix or
-dependencies can have a lane, and ``add_lanes`` checks this.
+request while OpenTelemetry is configured. Only a router included without a prefix or
+dependencies can have lanes: ``include_laned_router`` includes it so, and checks.
 """
 
 from __future__ import annotations
@@ -35,17 +35,22 @@ class LanedFastAPI(FastAPI):
     _lanes: dict[str, DirectBinding]
     _max_body_bytes: int
 
-    def add_lanes(self, router: APIRouter, *, max_body_bytes: int) -> None:
-        """Serve ``router``'s DirectRoutes by lane; include the router without a prefix or
-        dependencies (its routes' own dependencies still run)."""
+    def include_laned_router(self, router: APIRouter, *, lanes: bool, max_body_bytes: int) -> None:
+        """Include ``router``, and with ``lanes`` serve its DirectRoutes by lane. Inclusion and
+        lanes go together, so a lane never skips a dependency or prefix added at inclusion: the
+        router is included without either, and refused if it or the app has its own (its
+        routes' own dependencies still run)."""
         if self.router.dependencies or router.dependencies or router.prefix:
             raise TypeError("a lane serves a route alone: no app or router dependencies, no prefix")
+        self.include_router(router)
+        if not lanes:
+            return
         self._max_body_bytes = max_body_bytes
-        lanes = getattr(self, "_lanes", {})
+        routes: dict[str, DirectBinding] = getattr(self, "_lanes", {})
         for route in router.routes:
             if isinstance(route, DirectRoute) and route.methods == {"POST"}:
-                lanes[route.path] = route.own_binding()
-        self._lanes = lanes
+                routes[route.path] = route.own_binding()
+        self._lanes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         binding = self._lane_for(scope)

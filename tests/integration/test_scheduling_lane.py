@@ -206,9 +206,11 @@ def test_a_lane_refuses_a_router_with_dependencies_or_a_prefix() -> None:
 
     app = LanedFastAPI()
     with pytest.raises(TypeError, match="no app or router dependencies"):
-        app.add_lanes(APIRouter(dependencies=[Depends(lambda: None)]), max_body_bytes=1000)
+        app.include_laned_router(
+            APIRouter(dependencies=[Depends(lambda: None)]), lanes=True, max_body_bytes=1000
+        )
     with pytest.raises(TypeError, match="no prefix"):
-        app.add_lanes(APIRouter(prefix="/v1"), max_body_bytes=1000)
+        app.include_laned_router(APIRouter(prefix="/v1"), lanes=True, max_body_bytes=1000)
     guarded = LanedFastAPI(dependencies=[Depends(lambda: None)])
     with pytest.raises(TypeError):
-        guarded.add_lanes(scheduling_router, max_body_bytes=1000)
+        guarded.include_laned_router(scheduling_router, lanes=True, max_body_bytes=1000)
