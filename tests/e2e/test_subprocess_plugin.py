@@ -68,7 +68,7 @@ def _running(pid: int) -> bool:
     """Alive and not a zombie waiting to be reaped."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or reaped between open and read (ESRCH)
         return False
 
 

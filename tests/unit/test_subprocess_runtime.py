@@ -38,7 +38,7 @@ def _alive(pid: int) -> bool:
     """Running, not merely a zombie waiting for whoever inherited it to reap it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or reaped between open and read (ESRCH)
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
 
