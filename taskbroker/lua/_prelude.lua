@@ -16,6 +16,10 @@ local function attributes_key(id)
   return prefix .. ':attributes:' .. id
 end
 
+-- Short attributes (at most this many bytes of JSON: hash-max-listpack-value's default) stay in
+-- the hash, which they keep compact: no key of their own to write, read and expire.
+local inline_attributes_max = 64
+
 local function live_key(scheduler)
   return prefix .. ':live:' .. scheduler
 end
@@ -25,6 +29,13 @@ end
 local function task_record(id)
   local record = redis.call('HGETALL', task_key(id))
   if #record == 0 then return record end
+  for i = 1, #record, 2 do
+    if record[i] == 'attributes' then  -- short attributes, kept in the hash
+      record[#record + 1] = 'id'
+      record[#record + 1] = id
+      return record
+    end
+  end
   record[#record + 1] = 'id'
   record[#record + 1] = id
   local attributes = redis.call('GET', attributes_key(id))
@@ -38,11 +49,11 @@ end
 -- What transitions read of a task, in one HMGET; nil for a task that is not stored.
 local function read_task(id)
   local f = redis.call('HMGET', task_key(id), 'state', 'scheduler', 'attempts', 'owner', 'events',
-    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url')
+    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url', 'attributes')
   if not f[1] then return nil end
   return {id = id, state = f[1], scheduler = f[2], attempts = f[3] or '0', owner = f[4] or '',
     events = f[5], lease_owner = f[6], lease_until = f[7], timeout = f[8], idem = f[9],
-    callback_url = f[10]}
+    callback_url = f[10], attributes_inline = f[11] and true or false}
 end
 
 -- Idempotency keys ({prefix}:idem:{scheduler}:{hash}) name the live task that holds them.
@@ -89,7 +100,7 @@ local function write_final(task, state, now, retention_ms, result, err)
     redis.call('ZREM', leases, task.id)
   end
   redis.call('PEXPIRE', key, retention_ms)
-  redis.call('PEXPIRE', attributes_key(task.id), retention_ms)
+  if not task.attributes_inline then redis.call('PEXPIRE', attributes_key(task.id), retention_ms) end
   release_idempotency_key(task)
   if task.callback_url then redis.call('ZADD', prefix .. ':webhooks', now, task.id) end
 end

@@ -52,8 +52,12 @@ for i = 3, #ARGV, stride do
     if ARGV[i + 8] ~= '' then
       record[#record + 1] = 'callback_url'; record[#record + 1] = ARGV[i + 8]
     end
+    local inline = #attributes <= inline_attributes_max
+    if inline then
+      record[#record + 1] = 'attributes'; record[#record + 1] = attributes
+    end
     redis.call('HSET', task_key(id), unpack(record))
-    redis.call('SET', attributes_key(id), attributes)
+    if not inline then redis.call('SET', attributes_key(id), attributes) end
     redis.call('ZADD', deadlines, timeout, id)
     redis.call('SADD', live_key(scheduler), id)
   end

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import orjson
 import pytest
 
 from taskbroker.backends import Backends
@@ -32,8 +34,11 @@ async def store(backends: Backends) -> TaskStore:
     return backends.store
 
 
-async def _new(store: TaskStore, *, timeout_in: float = 3600, owner: str = "") -> str:
-    task = NewTask(uuid.uuid4(), SCHEDULER, {"k": "v"}, utcnow() + timedelta(seconds=timeout_in), owner)
+async def _new(
+    store: TaskStore, *, timeout_in: float = 3600, owner: str = "", attributes: dict[str, Any] | None = None
+) -> str:
+    attributes = {"k": "v"} if attributes is None else attributes
+    task = NewTask(uuid.uuid4(), SCHEDULER, attributes, utcnow() + timedelta(seconds=timeout_in), owner)
     await store.create([task], now=utcnow())
     return str(task.id)
 
@@ -219,16 +224,26 @@ async def test_expire_due_times_out_each_due_task_once(store: TaskStore) -> None
     assert await store.finish(due[0], consumer="c1", state=TaskState.COMPLETE) is TaskState.TIMEOUT
 
 
-async def test_finished_tasks_expire_after_the_retention_time(store: TaskStore, backends: Backends) -> None:
-    task_id = await _new(store)
+@pytest.mark.parametrize(
+    "attributes",
+    [{"k": "v"}, {"k": "v" * 100}],
+    ids=["short attributes, in the hash", "long attributes, in their own key"],
+)
+async def test_finished_tasks_expire_after_the_retention_time(
+    store: TaskStore, backends: Backends, attributes: dict[str, Any]
+) -> None:
+    task_id = await _new(store, attributes=attributes)
     await store.abort(uuid.UUID(task_id), now=utcnow())
 
     ttl_ms = await backends.store.redis.pttl(f"{store.key_prefix}:task:{task_id}")
     attributes_ttl_ms = await backends.store.redis.pttl(f"{store.key_prefix}:attributes:{task_id}")
 
     assert 0 < ttl_ms <= 3600 * 1000
-    assert 0 < attributes_ttl_ms <= 3600 * 1000
-    assert (await store.get(uuid.UUID(task_id))).attributes == {"k": "v"}
+    if len(orjson.dumps(attributes)) <= 64:
+        assert attributes_ttl_ms == -2  # no key of their own
+    else:
+        assert 0 < attributes_ttl_ms <= 3600 * 1000
+    assert (await store.get(uuid.UUID(task_id))).attributes == attributes
 
 
 async def test_scheduler_registration_is_idempotent_and_conflicts_are_refused(store: TaskStore) -> None:
