@@ -88,12 +88,13 @@ class LanedFastAPI(FastAPI):
         try:
             response = await binding.respond(request, body)
         except Exception as exc:
-            response = await self._answer_error(request, exc)
-            if response is None:
+            handler, unexpected = self._error_handler(exc)
+            if handler is None:
                 raise
-            await response(scope, receive, send)
-            _observe(binding, response.status_code, started)
-            if _unexpected(self, exc):
+            answer: Response = await handler(request, exc)
+            await answer(scope, receive, send)
+            _observe(binding, answer.status_code, started)
+            if unexpected:
                 raise  # as Starlette's error middleware does, after answering: the server logs it
             return
         if response is None:  # the body does not validate: the whole app answers
@@ -102,30 +103,18 @@ class LanedFastAPI(FastAPI):
         await response(scope, receive, send)
         _observe(binding, response.status_code, started)
 
-    async def _answer_error(self, request: Request, exc: Exception) -> Response | None:
-        """The app's handler's answer, found as Starlette finds it: an HTTPException's status
-        code first, then the exception's classes in order, then the 500 handler."""
+    def _error_handler(self, exc: Exception) -> tuple[Any, bool]:
+        """The app's handler for ``exc``, found as Starlette finds it, and whether it is the
+        error middleware's (unexpected: answered, then re-raised). The exception middleware
+        looks up an HTTPException's status code, then the exception's classes in order; what it
+        does not handle reaches the error middleware's handler for Exception (or 500)."""
         handlers = self.exception_handlers
-        handler: Any = None
-        if isinstance(exc, HTTPException):
-            handler = handlers.get(exc.status_code)
-        if handler is None:
-            handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
-        if handler is None:
-            handler = handlers.get(500)
-        if handler is None:
-            return None
-        response: Response = await handler(request, exc)
-        return response
-
-
-def _unexpected(app: FastAPI, exc: Exception) -> bool:
-    """Whether the full app would have answered ``exc`` from its error middleware (the 500
-    handler), which re-raises it."""
-    handlers = app.exception_handlers
-    if isinstance(exc, HTTPException) and exc.status_code in handlers:
-        return False
-    return not any(c in handlers for c in type(exc).__mro__ if c is not Exception)
+        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+            return handlers[exc.status_code], False
+        for cls in type(exc).__mro__:
+            if cls is not Exception and cls in handlers:
+                return handlers[cls], False
+        return handlers.get(Exception) or handlers.get(500), True
 
 
 def _observe(binding: DirectBinding, status: int, started: float) -> None:
