@@ -12,6 +12,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from api.http_protocol import TurnJoinedHttpToolsProtocol
+
 
 class DrainingServer(uvicorn.Server):
     """uvicorn re-raises a captured SIGTERM after shutting down, so the process dies with -15
@@ -48,8 +50,12 @@ class DrainingServer(uvicorn.Server):
 
 
 def draining_server(app: FastAPI, *, host: str, port: int) -> DrainingServer:
-    """Our logging is structlog's, so uvicorn's own log config and access log stay off."""
-    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    """Our logging is structlog's, so uvicorn's own log config and access log stay off. HTTP is
+    parsed by httptools, and each connection's writes of a loop turn leave together."""
+    config = uvicorn.Config(
+        app, host=host, port=port, http=TurnJoinedHttpToolsProtocol, log_config=None, access_log=False
+    )
+    server = DrainingServer(config)
     hub = getattr(app.state, "event_hub", None)
     server.on_exit = [hub.stop] if hub is not None else []
     return server

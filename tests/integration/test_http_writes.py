@@ -1,0 +1,172 @@
+"""The server our processes run (draining_server), over real sockets: an answer leaves in one
+write, and joining writes delays nothing a client waits for (streams, 100 Continue, closes,
+pipelined requests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.http_protocol import TurnJoinedHttpToolsProtocol
+from api.server import DrainingServer, draining_server
+from tests.support.waiting import eventually
+
+ANSWER = {"id": "d9b2d63d-a89c-4dff-9ad7-b09a9a2ed5f6", "state": "pending"}
+
+
+def make_app(release_stream: asyncio.Event) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/task")
+    async def task() -> JSONResponse:
+        return JSONResponse(ANSWER, status_code=201)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"body": (await request.body()).decode()})
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"data: first\n\n"
+            await release_stream.wait()  # the client must have read the first chunk by now
+            yield b"data: second\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return app
+
+
+class SocketWrites(asyncio.Transport):
+    """Passes everything to the socket's transport, recording each write that reaches it."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        super().__init__()
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: Any) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in {"write", "_transport", "_writes"}:
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "_transport"), name)
+
+
+@asynccontextmanager
+async def serving(app: FastAPI, socket_writes: list[bytes] | None = None) -> AsyncIterator[int]:
+    server: DrainingServer = draining_server(app, host="127.0.0.1", port=0)
+    server.config.timeout_graceful_shutdown = 5  # a failed test's open connections end the run
+    if socket_writes is not None:
+        writes = socket_writes
+
+        class Recorded(TurnJoinedHttpToolsProtocol):
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+                super().connection_made(SocketWrites(transport, writes))
+
+        server.config.http = Recorded
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+        return bool(server.started)
+
+    await eventually(started, what="the server to listen")
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.handle_exit(0, None)
+        await task
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}", *extra, "", ""]
+    return "\r\n".join(head).encode() + body
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line[15:]) for line in lines if line.lower().startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+async def test_an_answer_leaves_in_one_write() -> None:
+    writes: list[bytes] = []
+    async with serving(make_app(asyncio.Event()), writes) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/task", b"{}"))
+        async with asyncio.timeout(10):
+            head, body = await read_answer(reader)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 201 ")
+    assert writes == [head + body], "the head and the body went out in separate writes"
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async with serving(make_app(asyncio.Event())) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/echo", b"one") + post("/echo", b"two") + post("/task", b"{}"))
+        async with asyncio.timeout(10):
+            answers = [await read_answer(reader) for _ in range(3)]
+        writer.close()
+    assert [body for _, body in answers] == [b'{"body":"one"}', b'{"body":"two"}', answers[2][1]]
+    assert answers[2][0].startswith(b"HTTP/1.1 201 ")
+
+
+async def test_a_stream_is_not_held_back_until_it_ends() -> None:
+    release = asyncio.Event()
+    async with serving(make_app(release)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        async with asyncio.timeout(10):
+            await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readuntil(b"data: first\n\n")
+            release.set()
+            second = await reader.readuntil(b"data: second\n\n")
+        writer.close()
+    assert first.endswith(b"data: first\n\n")
+    assert second.endswith(b"data: second\n\n")
+
+
+async def test_100_continue_goes_before_the_body_it_asks_for() -> None:
+    async with serving(make_app(asyncio.Event())) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/echo", b"", "Expect: 100-continue").replace(b"Length: 0", b"Length: 5"))
+        async with asyncio.timeout(10):
+            interim = await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"hello")
+            head, body = await read_answer(reader)
+        writer.close()
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b'{"body":"hello"}'
+
+
+async def test_a_closing_answer_arrives_whole_before_the_close() -> None:
+    async with serving(make_app(asyncio.Event())) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/echo", b"bye", "Connection: close"))
+        async with asyncio.timeout(10):
+            received = await reader.read()  # to the end of the stream: the server closed it
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.endswith(b'{"body":"bye"}')
+
+
+async def test_a_malformed_request_gets_its_400_before_the_close() -> None:
+    async with serving(make_app(asyncio.Event())) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        async with asyncio.timeout(10):
+            received = await reader.read()
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 400 ")
