@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.http_protocol import TurnJoinedHttpToolsProtocol
 from api.server import DrainingServer, draining_server
-from tests.support.waiting import eventually
+from tests.support.live_api import serving
 
 ANSWER = {"id": "d9b2d63d-a89c-4dff-9ad7-b09a9a2ed5f6", "state": "pending"}
 
@@ -61,7 +62,9 @@ class SocketWrites(asyncio.Transport):
 
 
 @asynccontextmanager
-async def serving(app: FastAPI, socket_writes: list[bytes] | None = None) -> AsyncIterator[int]:
+async def serving_app(app: FastAPI, socket_writes: list[bytes] | None = None) -> AsyncIterator[int]:
+    """Serves ``app`` with draining_server on a free port (yielded); records the writes that reach
+    each connection's socket into ``socket_writes`` when given."""
     server: DrainingServer = draining_server(app, host="127.0.0.1", port=0)
     server.config.timeout_graceful_shutdown = 5  # a failed test's open connections end the run
     if socket_writes is not None:
@@ -72,19 +75,8 @@ async def serving(app: FastAPI, socket_writes: list[bytes] | None = None) -> Asy
                 super().connection_made(SocketWrites(transport, writes))
 
         server.config.http = Recorded
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-        return bool(server.started)
-
-    await eventually(started, what="the server to listen")
-    try:
+    async with serving(server):
         yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.handle_exit(0, None)
-        await task
 
 
 def post(path: str, body: bytes, *extra: str) -> bytes:
@@ -101,7 +93,7 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 async def test_an_answer_leaves_in_one_write() -> None:
     writes: list[bytes] = []
-    async with serving(make_app(asyncio.Event()), writes) as port:
+    async with serving_app(make_app(asyncio.Event()), writes) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(post("/task", b"{}"))
         async with asyncio.timeout(10):
@@ -112,7 +104,7 @@ async def test_an_answer_leaves_in_one_write() -> None:
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
-    async with serving(make_app(asyncio.Event())) as port:
+    async with serving_app(make_app(asyncio.Event())) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(post("/echo", b"one") + post("/echo", b"two") + post("/task", b"{}"))
         async with asyncio.timeout(10):
@@ -124,7 +116,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
 
 async def test_a_stream_is_not_held_back_until_it_ends() -> None:
     release = asyncio.Event()
-    async with serving(make_app(release)) as port:
+    async with serving_app(make_app(release)) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
         async with asyncio.timeout(10):
@@ -138,7 +130,7 @@ async def test_a_stream_is_not_held_back_until_it_ends() -> None:
 
 
 async def test_100_continue_goes_before_the_body_it_asks_for() -> None:
-    async with serving(make_app(asyncio.Event())) as port:
+    async with serving_app(make_app(asyncio.Event())) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(post("/echo", b"", "Expect: 100-continue").replace(b"Length: 0", b"Length: 5"))
         async with asyncio.timeout(10):
@@ -151,22 +143,22 @@ async def test_100_continue_goes_before_the_body_it_asks_for() -> None:
     assert body == b'{"body":"hello"}'
 
 
-async def test_a_closing_answer_arrives_whole_before_the_close() -> None:
-    async with serving(make_app(asyncio.Event())) as port:
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "ending"),
+    [
+        (post("/echo", b"bye", "Connection: close"), b"HTTP/1.1 200 ", b'{"body":"bye"}'),
+        (b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 400 ", b"Invalid HTTP request received."),
+    ],
+    ids=["connection-close", "malformed-request"],
+)
+async def test_an_answer_before_a_close_arrives_whole(
+    request_bytes: bytes, status: bytes, ending: bytes
+) -> None:
+    async with serving_app(make_app(asyncio.Event())) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(post("/echo", b"bye", "Connection: close"))
+        writer.write(request_bytes)
         async with asyncio.timeout(10):
             received = await reader.read()  # to the end of the stream: the server closed it
         writer.close()
-    assert received.startswith(b"HTTP/1.1 200 ")
-    assert received.endswith(b'{"body":"bye"}')
-
-
-async def test_a_malformed_request_gets_its_400_before_the_close() -> None:
-    async with serving(make_app(asyncio.Event())) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-        async with asyncio.timeout(10):
-            received = await reader.read()
-        writer.close()
-    assert received.startswith(b"HTTP/1.1 400 ")
+    assert received.startswith(status)
+    assert received.endswith(ending)

@@ -20,19 +20,26 @@ async def live_api(settings: Settings, backends: Backends) -> AsyncIterator[Live
     """Yields the running server; stops it (ending open event streams) at the end of the block."""
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host="127.0.0.1", port=0)
-    serving = asyncio.create_task(server.serve())
+    async with serving(server):
+        yield LiveApi(server, app.state.event_hub)
+
+
+@asynccontextmanager
+async def serving(server: DrainingServer) -> AsyncIterator[None]:
+    """Runs ``server`` on this event loop while the block runs; stops it (as SIGTERM would) after."""
+    task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
-        if serving.done():
-            serving.result()
+        if task.done():
+            task.result()
         return bool(server.started)
 
-    await eventually(started, what="the API to listen")
+    await eventually(started, what="the server to listen")
     try:
-        yield LiveApi(server, app.state.event_hub)
+        yield
     finally:
         server.handle_exit(0, None)
-        await serving
+        await task
 
 
 class LiveApi:
