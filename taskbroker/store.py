@@ -5,10 +5,10 @@ timestamps as epoch seconds, plus the ``lease_owner`` / ``lease_until`` of a run
 scripts' ``task_record`` reads it whole. Its attributes (JSON) are a field of the hash when they
 are short (64 bytes at most), else the string ``{prefix}:attributes:{id}``, which lives and
 expires with the hash (kept apart so the hash's short fields stay a compact listpack: README,
-Performance). Indexes: ``{prefix}:deadlines`` (sorted set of
-live tasks by timeout, which the timeout daemon reads), ``{prefix}:leases`` (running tasks by lease
-expiry), ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers``
-(hash of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+Performance). Indexes: ``{prefix}:deadlines`` (sorted set of live tasks by timeout, which the
+timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry),
+``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers`` (hash
+of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).

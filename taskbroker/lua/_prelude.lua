@@ -9,16 +9,15 @@ local function task_key(id)
   return prefix .. ':task:' .. id
 end
 
--- A task's attributes live in a string key of their own, not in its hash: a hash holding one
--- value longer than hash-max-listpack-value (64 bytes by default) is stored as a hash table,
--- 2-4x the memory of the compact listpack its other (short) fields fit in.
+-- Attributes longer than this many bytes of JSON live in a string key of their own, not in the
+-- task's hash: a hash holding one value longer than hash-max-listpack-value (64 bytes by default)
+-- is stored as a hash table, 2-4x the memory of the compact listpack its other (short) fields fit
+-- in. Shorter attributes stay in the hash: no key of their own to write, read and expire.
+local inline_attributes_max = 64
+
 local function attributes_key(id)
   return prefix .. ':attributes:' .. id
 end
-
--- Short attributes (at most this many bytes of JSON: hash-max-listpack-value's default) stay in
--- the hash, which they keep compact: no key of their own to write, read and expire.
-local inline_attributes_max = 64
 
 local function live_key(scheduler)
   return prefix .. ':live:' .. scheduler
@@ -29,16 +28,13 @@ end
 local function task_record(id)
   local record = redis.call('HGETALL', task_key(id))
   if #record == 0 then return record end
+  local inline = false
   for i = 1, #record, 2 do
-    if record[i] == 'attributes' then  -- short attributes, kept in the hash
-      record[#record + 1] = 'id'
-      record[#record + 1] = id
-      return record
-    end
+    if record[i] == 'attributes' then inline = true; break end
   end
   record[#record + 1] = 'id'
   record[#record + 1] = id
-  local attributes = redis.call('GET', attributes_key(id))
+  local attributes = not inline and redis.call('GET', attributes_key(id))
   if attributes then
     record[#record + 1] = 'attributes'
     record[#record + 1] = attributes
