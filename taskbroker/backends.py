@@ -52,6 +52,7 @@ def real_backends(settings: Settings, *, connection_name: str) -> Backends:
         settings.key_prefix,
         settings.retention,
         events_max_length=settings.events_max_length,
+        republish_after=settings.republish_after,
     )
     return Backends(store=store, broker=AmqpBroker(settings.amqp_url, connection_name=connection_name))
 
@@ -63,7 +64,11 @@ def embedded_backends(settings: Settings) -> Backends:
     client = FakeAsyncRedis(decode_responses=True)
     return Backends(
         store=TaskStore(
-            client, settings.key_prefix, settings.retention, events_max_length=settings.events_max_length
+            client,
+            settings.key_prefix,
+            settings.retention,
+            events_max_length=settings.events_max_length,
+            republish_after=settings.republish_after,
         ),
         broker=MemoryBroker(),
     )

@@ -71,4 +71,8 @@ class QueueIncompatible(TaskbrokerError):
 
 
 class IdempotencyKeyPending(TaskbrokerError):
-    """The idempotency key names a task whose creating request has not been confirmed yet."""
+    """The idempotency key names a task whose message has not been confirmed yet (``holder``)."""
+
+    def __init__(self, message: str, *, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from taskbroker import metrics
-from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable
+from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable, TaskNotFound
 from taskbroker.idempotency import create_or_find
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
@@ -94,7 +94,11 @@ async def schedule(
         )
         for r in requests
     ]
-    found = await create_or_find(store, new, now=now)
+
+    async def adopt(holder: str) -> None:
+        await _adopt(holder, store=store, broker=broker, settings=settings)
+
+    found = await create_or_find(store, new, now=now, adopt=adopt)
     created = [t for t, existing in zip(new, found, strict=True) if existing is None]
     by_scheduler: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
     for task in created:
@@ -141,6 +145,18 @@ async def schedule(
         )
         for t, existing in zip(new, found, strict=True)
     ]
+
+
+async def _adopt(holder: str, *, store: TaskStore, broker: QueueBroker, settings: Settings) -> None:
+    """Publish the message of a keyed task whose own request never confirmed it (taskbroker.
+    idempotency), then mark it published. A holder gone meanwhile (discarded) needs nothing."""
+    try:
+        task = await store.get(uuid.UUID(holder))
+    except TaskNotFound:
+        return
+    await broker.publish(queue_name(settings.key_prefix, task.scheduler), [holder.encode()], [task.priority])
+    if await store.mark_published([task.id]):
+        log.info("task.adopted", task_id=holder, scheduler=task.scheduler)
 
 
 async def _mark_keyed_published(store: TaskStore, keyed: Sequence[NewTask]) -> None:

@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         description="Seconds a delivery may wait for a free slot before it is handed back to the queue.",
     )
     sweep_interval: float = Field(default=1.0, gt=0)
+    republish_after: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Seconds a pending task may go unclaimed after its message was published (or after it "
+            "was stored, if that publish was never confirmed) before the timeout daemon publishes it "
+            "again; each later republish of the same task waits twice as long."
+        ),
+    )
     shutdown_grace: float = Field(default=30.0, ge=0)
     max_batch: int = Field(default=1000, ge=1)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")

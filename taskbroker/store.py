@@ -6,7 +6,9 @@ scripts' ``task_record`` reads it whole. Its attributes (JSON) are a field of th
 are short (64 bytes at most), else the string ``{prefix}:attributes:{id}``, which lives and
 expires with the hash (kept apart so the hash's short fields stay a compact listpack: README,
 Performance). Indexes: ``{prefix}:deadlines`` (sorted set of live tasks by timeout, which the
-timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry),
+timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry), ``{prefix}:unclaimed``
+(pending tasks by when their message is published again unless a consumer claims them first:
+reconciliation, which the timeout daemon runs),
 ``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers`` (hash
 of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
@@ -64,10 +66,13 @@ def redis_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def load_script(name: str, events_max_length: int = 100_000) -> str:
+def load_script(name: str, events_max_length: int = 100_000, republish_after: float = 120.0) -> str:
     lua = resources.files("taskbroker") / "lua"
-    # A constant in the script text, not an argument: every script keeps its ARGV layout.
-    settings = f"local events_max_length = {int(events_max_length)}\n"
+    # Constants in the script text, not arguments: every script keeps its ARGV layout.
+    settings = (
+        f"local events_max_length = {int(events_max_length)}\n"
+        f"local republish_after = {float(republish_after)!r}\n"
+    )
     return settings + (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
@@ -186,13 +191,14 @@ class TaskStore:
         retention: timedelta,
         *,
         events_max_length: int = 100_000,
+        republish_after: float = 120.0,
     ) -> None:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
         self._script_calls = ScriptCalls(client)
         self._scripts = {
-            name: client.register_script(load_script(name, events_max_length))
+            name: client.register_script(load_script(name, events_max_length, republish_after))
             for name in (
                 "create",
                 "claim",
@@ -207,6 +213,8 @@ class TaskStore:
                 "register_scheduler",
                 "delete_scheduler",
                 "published",
+                "unclaimed",
+                "republished",
                 "read",
             )
         }
@@ -340,16 +348,20 @@ class TaskStore:
             raise TaskExists(f"task {reply[1]} is already stored")
         if reply[0] == "unconfirmed":
             raise IdempotencyKeyPending(
-                f"the idempotency key is held by task {reply[1]}, whose scheduling request is not "
-                "confirmed yet: retry shortly (if its API process crashed, abort that task to free the key)"
+                f"the idempotency key is held by task {reply[1]}, whose message is not confirmed "
+                "yet: retry shortly",
+                holder=reply[1],
             )
         return [None if item == "new" else task_from_record(record_fields(item)) for item in reply[1:]]
 
     @redis_call
-    async def mark_published(self, ids: Sequence[UUID]) -> None:
-        """Record that these tasks' messages are confirmed: repeats of their keys may now see them."""
-        if ids:
-            await self._run("published", *(str(i) for i in ids))
+    async def mark_published(self, ids: Sequence[UUID]) -> set[str]:
+        """Record that these tasks' messages are confirmed: repeats of their keys may now see
+        them, and a late ``discard`` leaves them alone. Returns the ids marked (live tasks)."""
+        if not ids:
+            return set()
+        marked: list[str] = await self._run("published", *(str(i) for i in ids))
+        return set(marked)
 
     @redis_call
     async def priorities(self, task_ids: Sequence[str]) -> list[int]:
@@ -485,6 +497,21 @@ class TaskStore:
     async def lapsed(self, *, limit: int) -> list[TaskRef]:
         flat: list[str] = await self._run("lapsed", repr(time.time()), limit)
         return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
+
+    @redis_call
+    async def unclaimed(self, *, limit: int) -> list[TaskRef]:
+        """Pending tasks no consumer claimed within ``republish_after`` of their last publish
+        (or of being stored, for a task whose publish never got confirmed)."""
+        flat: list[str] = await self._run("unclaimed", repr(time.time()), limit)
+        return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
+
+    @redis_call
+    async def republished(self, task_ids: Sequence[str]) -> int:
+        """After their messages were published again and confirmed: still-pending tasks are
+        marked published and get their next republish time (twice as far as the last)."""
+        if not task_ids:
+            return 0
+        return int(await self._run("republished", repr(time.time()), *task_ids))
 
     @redis_call
     async def requeue(self, task_ids: Sequence[str]) -> int:

@@ -1,6 +1,6 @@
 """The sweep loop. Any number of replicas may run it: every step is an atomic compare-and-set in
-Redis, so two daemons never expire the same task twice, and a lapsed lease republished twice
-costs a duplicate message that claim() drops."""
+Redis, so two daemons never expire the same task twice, and a lapsed lease or an unclaimed task
+republished twice costs a duplicate message that claim() drops."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import structlog
 
 from taskbroker import metrics
+from taskbroker.errors import QueueMissing
 from taskbroker.events import EventLog
 from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.models import TaskState
 from taskbroker.queue.base import QueueBroker
-from taskbroker.recovery import republish
+from taskbroker.recovery import reconcile, republish
 from taskbroker.settings import Settings
-from taskbroker.store import Expired, TaskStore
+from taskbroker.store import Expired, TaskRef, TaskStore
 
 log = structlog.get_logger("taskbroker.timeout_daemon")
 
@@ -28,6 +29,7 @@ log = structlog.get_logger("taskbroker.timeout_daemon")
 class SweepReport:
     expired: int
     requeued: int
+    republished: int = 0
 
 
 class TimeoutDaemon:
@@ -42,7 +44,8 @@ class TimeoutDaemon:
         self.sweeps = 0
 
     async def sweep(self) -> SweepReport:
-        """One pass: expire every due task (in batches), then republish tasks whose lease lapsed."""
+        """One pass: expire every due task (in batches), republish tasks whose lease lapsed, then
+        republish pending tasks that no consumer claimed in time (reconciliation)."""
         started = time.perf_counter()
         expired = await self._expire_due()
         requeued = 0
@@ -54,11 +57,41 @@ class TimeoutDaemon:
                 log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
             if len(lapsed) < self._batch or moved == 0:
                 break
+        republished = await self._reconcile()
         # The stream's time bound (its length bound is kept by every append).
         await self._events.trim(retention=self._settings.events_retention)
         self.sweeps += 1
         metrics.sweep_completed(time.perf_counter() - started)
-        return SweepReport(expired=expired, requeued=requeued)
+        return SweepReport(expired=expired, requeued=requeued, republished=republished)
+
+    async def _reconcile(self) -> int:
+        """Publish again every pending task not claimed within ``republish_after`` of its last
+        publish: its first publish was never confirmed (an API killed mid-request, a reply lost
+        in a Redis cut) or its message was lost in RabbitMQ. One scheduler whose queue is missing
+        does not hold up the others: its tasks wait (their timeout still ends them)."""
+        republished = 0
+        skipped: set[str] = set()
+        while due := await self._store.unclaimed(limit=self._batch):
+            by_scheduler: dict[str, list[TaskRef]] = collections.defaultdict(list)
+            for ref in due:
+                if ref.scheduler not in skipped:
+                    by_scheduler[ref.scheduler].append(ref)
+            moved = 0
+            for scheduler, refs in by_scheduler.items():
+                try:
+                    count = await reconcile(self._store, self._broker, refs)
+                except QueueMissing as exc:
+                    skipped.add(scheduler)
+                    log.warning("task.republish_failed", scheduler=scheduler, tasks=len(refs), error=str(exc))
+                    continue
+                moved += count
+                metrics.tasks_republished(scheduler, count)
+                for ref in refs:
+                    log.info("task.republished", task_id=ref.id, scheduler=scheduler)
+            republished += moved
+            if len(due) < self._batch or moved == 0:
+                break
+        return republished
 
     async def _expire_due(self) -> int:
         """Expire every due task, a batch per script. While a batch is logged the next two
@@ -110,8 +143,13 @@ class TimeoutDaemon:
 
     async def _sweep_and_report(self) -> None:
         report = await self.sweep()
-        if report.expired or report.requeued:
-            log.info("timeout_daemon.swept", expired=report.expired, requeued=report.requeued)
+        if report.expired or report.requeued or report.republished:
+            log.info(
+                "timeout_daemon.swept",
+                expired=report.expired,
+                requeued=report.requeued,
+                republished=report.republished,
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep every ``sweep_interval`` until ``stop``; a sweep in progress always completes."""

@@ -4,6 +4,10 @@ local prefix = ARGV[1]
 local deadlines = prefix .. ':deadlines'
 local leases = prefix .. ':leases'
 local events = prefix .. ':events'
+-- Pending tasks by when the timeout daemon publishes their message again unless one is claimed
+-- first (reconciliation: a message that was never confirmed, or was lost in RabbitMQ).
+-- `republish_after` (seconds) is defined by TaskStore ahead of this prelude (a setting).
+local unclaimed = prefix .. ':unclaimed'
 
 local function task_key(id)
   return prefix .. ':task:' .. id
@@ -106,5 +110,6 @@ end
 local function finalize(task, state, now, retention_ms, result, err)
   write_final(task, state, now, retention_ms, result, err)
   redis.call('ZREM', deadlines, task.id)
+  redis.call('ZREM', unclaimed, task.id)
   redis.call('SREM', live_key(task.scheduler), task.id)
 end

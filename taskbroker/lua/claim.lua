@@ -23,4 +23,5 @@ task.attempts = tostring(attempts + 1)
 redis.call('HSET', task_key(id), 'state', 'running', 'started_at', ARGV[4], 'attempts', task.attempts,
   'lease_owner', consumer, 'lease_until', lease_until, 'events', emit(task, 'running', ARGV[4]))
 redis.call('ZADD', leases, lease_until, id)
+redis.call('ZREM', unclaimed, id)
 return {'claimed', task_record(id)}

@@ -59,6 +59,7 @@ for i = 3, #ARGV, stride do
     redis.call('HSET', task_key(id), unpack(record))
     if not inline then redis.call('SET', attributes_key(id), attributes) end
     redis.call('ZADD', deadlines, timeout, id)
+    redis.call('ZADD', unclaimed, tonumber(now) + republish_after, id)
     redis.call('SADD', live_key(scheduler), id)
   end
 end

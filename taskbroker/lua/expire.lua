@@ -31,5 +31,6 @@ for _, id in ipairs(ids) do
   end
 end
 remove_members('ZREM', deadlines, ids)
+remove_members('ZREM', unclaimed, ids)
 for scheduler, members in pairs(leaving) do remove_members('SREM', live_key(scheduler), members) end
 return out

@@ -11,6 +11,7 @@ for i = 3, #ARGV do
     redis.call('HSET', key, 'state', 'pending', 'events', emit(task, 'requeued', ARGV[2]))
     redis.call('HDEL', key, 'lease_owner', 'lease_until')
     redis.call('ZREM', leases, id)
+    redis.call('ZADD', unclaimed, now + republish_after, id)
     count = count + 1
   end
 end

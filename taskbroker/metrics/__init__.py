@@ -127,6 +127,13 @@ TASKS_REQUEUED = Counter(
     "Tasks whose lease lapsed (their consumer died) that this daemon put back on their queue.",
     registry=REGISTRY,
 )
+TASKS_REPUBLISHED = Counter(
+    "taskbroker_timeout_daemon_republished",
+    "Pending tasks no consumer claimed within TASKBROKER_REPUBLISH_AFTER (a publish never "
+    "confirmed, or a message lost) whose message this daemon published again.",
+    ["scheduler"],
+    registry=REGISTRY,
+)
 
 
 # Hooks: one call at each place where something happens.
@@ -207,6 +214,10 @@ def task_expired(scheduler: str, previous_state: TaskState, count: int = 1) -> N
 
 def tasks_requeued(count: int) -> None:
     TASKS_REQUEUED.inc(count)
+
+
+def tasks_republished(scheduler: str, count: int) -> None:
+    TASKS_REPUBLISHED.labels(scheduler).inc(count)
 
 
 def sweep_completed(seconds: float) -> None:

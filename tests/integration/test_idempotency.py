@@ -183,15 +183,35 @@ async def test_a_repeat_whose_first_publish_failed_creates_the_task_itself(
     assert [t["id"] for t in await _live_tasks(api)] == [response.json()["id"]]
 
 
-async def test_a_repeat_whose_first_request_never_settles_is_409_naming_the_task(
-    api: Api, backends: Backends, monkeypatch: pytest.MonkeyPatch
+async def test_a_retry_after_a_lost_first_request_adopts_its_task_and_it_runs(
+    api: Api, settings: Settings, backends: Backends, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(taskbroker.idempotency, "HOLDER_WAIT", 0.2)
+    """The first request stored the task, then its answer was lost (a 503 from a Redis cut, or
+    its API process killed) before any publish: the retry gets that task, and it runs."""
+    monkeypatch.setattr(taskbroker.idempotency, "ADOPT_AFTER", 0.1)
     await api.register(SCHEDULER)
     task_id = await _unconfirmed_keyed_task(backends, "orphan")
 
     response = await _post(api, _body(key="orphan"))
 
-    assert response.status_code == 409
-    assert response.headers["Retry-After"]
-    assert str(task_id) in response.json()["detail"]
+    assert response.status_code == 200
+    assert response.json()["id"] == str(task_id)
+    async with running_consumer(settings, backends, SCHEDULER):
+        assert (await api.wait_for_state(str(task_id), "complete"))["result"] == {"n": 1}
+    assert [t["id"] for t in await _live_tasks(api)] == []
+
+
+async def test_a_late_discard_by_the_first_request_leaves_an_adopted_task_alone(
+    api: Api, backends: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request was only slow: after the retry adopted its task, its own publish fails
+    and it discards what it stored; the task the retry was told of must stay."""
+    monkeypatch.setattr(taskbroker.idempotency, "ADOPT_AFTER", 0.0)
+    await api.register(SCHEDULER)
+    task_id = await _unconfirmed_keyed_task(backends, "slow")
+    assert (await _post(api, _body(key="slow"))).json()["id"] == str(task_id)
+
+    await backends.store.discard([task_id])
+
+    assert (await api.task(str(task_id)))["state"] == "pending"
+    assert (await _post(api, _body(key="slow"))).json()["id"] == str(task_id)
