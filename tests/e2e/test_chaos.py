@@ -1,6 +1,10 @@
 """The test that proves the guarantees: tasks keep flowing while consumers are SIGKILLed and
-replaced, RabbitMQ and Redis connections are cut, and two timeout daemons run. At the end every
-accepted task is final, none is lost, and no task ever had two runs at the same time.
+replaced, the API is SIGKILLed in the middle of batches and replaced, RabbitMQ and Redis
+connections are cut, and two timeout daemons run. Every task carries an idempotency key, and the
+client retries a batch (same keys) until it is answered, as a careful client would. At the end
+every task is accepted and final, none is lost, no task ever had two runs at the same time, and
+no stored task is left live: what a killed API stored without publishing, or what a Redis cut
+answered 503 after storing, was adopted by a retry or republished by reconciliation.
 
 `.ci/run` runs the bounded variant (2,000 tasks); `pytest -m soak` runs a longer one.
 """
@@ -39,6 +43,7 @@ class Plan:
     kill_every: float = 1.0
     amqp_cut: tuple[float, float] = (3.0, 6.0)  # seconds into the chaos: cut, restore
     redis_cut: tuple[float, float] = (9.0, 12.0)
+    api_kills: tuple[float, ...] = (1.5, 7.0)  # seconds into the chaos, outside the cuts
 
 
 @dataclass
@@ -46,15 +51,21 @@ class Ledger:
     """What the test did and what the API accepted, for the final accounting."""
 
     accepted: dict[str, str] = field(default_factory=dict)  # task id -> recorder tag
-    rejected_batches: int = 0
-    unknown_batches: int = 0
+    answered_batches: int = 0
+    rejected_batches: int = 0  # answered 503 or 409, then retried
+    unanswered_batches: int = 0  # the connection broke (the API was killed), then retried
     killed_at: dict[int, float] = field(default_factory=dict)  # pid -> when it was SIGKILLed
     started_workers: int = 0
+    api_kills: int = 0
+    sending: threading.Event = field(default_factory=threading.Event)
+    """Set while the client has a batch request out: the API is killed only then."""
 
 
 def _schedule_all(api: BlockingApi, recording: Recording, plan: Plan, ledger: Ledger) -> None:
-    """Schedule in batches like a client would: retry a 503 (nothing was stored), and count a
-    batch whose answer never came as unknown (its tasks may exist, but were never accepted)."""
+    """Schedule in batches like a careful client would: every task has an idempotency key (its
+    tag), and a batch answered 503 or 409, or not answered at all, is sent again with the same
+    keys until it is answered 201 or 200 (to whichever API is up: ``api.url`` changes when the
+    test replaces a killed API)."""
     rng = random.Random(7)
     began = time.monotonic()
     batches = -(-plan.tasks // BATCH)
@@ -64,18 +75,28 @@ def _schedule_all(api: BlockingApi, recording: Recording, plan: Plan, ledger: Le
         scheduler = SCHEDULERS[(start // BATCH) % len(SCHEDULERS)]
         tags = [f"t{n}" for n in range(start, min(start + BATCH, plan.tasks))]
         calls = [recording.call(tag, asynchronous=True, seconds=rng.uniform(0.02, 0.2)) for tag in tags]
-        body = {"tasks": [{"scheduler": scheduler, "attributes": call} for call in calls]}
+        body = {
+            "tasks": [
+                {"scheduler": scheduler, "attributes": call, "key": tag}
+                for call, tag in zip(calls, tags, strict=True)
+            ]
+        }
         while True:
+            ledger.sending.set()
             try:
-                response = api.http.post(f"{api.url}/task/schedule/batch", json=body, timeout=15)
+                response = api.http.post(f"{api.url}/task/schedule/batch", json=body, timeout=30)
             except httpx.TransportError:
-                ledger.unknown_batches += 1
-                break
-            if response.status_code == 201:
+                ledger.unanswered_batches += 1
+                time.sleep(0.2)  # a client's backoff before retrying
+                continue
+            finally:
+                ledger.sending.clear()
+            if response.status_code in (200, 201):
                 for task, tag in zip(response.json()["tasks"], tags, strict=True):
                     ledger.accepted[task["id"]] = tag
+                ledger.answered_batches += 1
                 break
-            assert response.status_code == 503, response.text
+            assert response.status_code in (409, 503), response.text
             ledger.rejected_batches += 1
             time.sleep(0.2)  # a client's backoff before retrying the 503
 
@@ -93,6 +114,29 @@ def _start_worker(processes: Processes, scheduler: str, ledger: Ledger) -> Manag
         "--allow",
         "tests.support.recorder",
     )
+
+
+def _live_task_ids(settings: Settings) -> list[str]:
+    """Every task Redis still holds as live (in the deadline index), whoever stored it."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return [str(member) for member in client.zrange(f"{settings.key_prefix}:deadlines", 0, -1)]
+    finally:
+        client.close()
+
+
+def _kill_api_mid_batch(
+    processes: Processes, api: BlockingApi, current: ManagedProcess, ledger: Ledger, rng: random.Random
+) -> ManagedProcess:
+    """SIGKILL the API while the client has a batch out, then start another and point the
+    client at it."""
+    ledger.sending.wait(timeout=5)
+    time.sleep(rng.uniform(0.0, 0.03))  # somewhere inside the request, not a wait for an event
+    current.send(signal.SIGKILL)
+    ledger.api_kills += 1
+    replacement, url = processes.api(f"api-{ledger.api_kills + 1}")
+    api.url = url
+    return replacement
 
 
 def _final_states(settings: Settings, ids: list[str]) -> dict[str, dict[str, str]]:
@@ -155,8 +199,9 @@ def _run_chaos(
         TASKBROKER_AMQP_URL=proxied_url(AMQP_URL, amqp_proxy),
         TASKBROKER_LEASE="2",
         TASKBROKER_MAX_ATTEMPTS="5",
+        TASKBROKER_REPUBLISH_AFTER="3",
     )
-    _, url = processes.api()
+    api_process, url = processes.api()
     api = BlockingApi(http, url)
     for scheduler in SCHEDULERS:
         api.register(scheduler)
@@ -177,9 +222,13 @@ def _run_chaos(
         (plan.redis_cut[0], redis_proxy.cut),
         (plan.redis_cut[1], redis_proxy.restore),
     ]
+    api_kills = list(plan.api_kills)
     while (elapsed := time.monotonic() - began) < plan.chaos_seconds:
         while cuts and cuts[0][0] <= elapsed:
             cuts.pop(0)[1]()
+        if api_kills and api_kills[0] <= elapsed and client.is_alive():
+            api_kills.pop(0)
+            api_process = _kill_api_mid_batch(processes, api, api_process, ledger, rng)
         if elapsed >= next_kill:
             victim = workers.pop(rng.randrange(len(workers)))
             ledger.killed_at[victim.pid] = time.time()
@@ -199,16 +248,26 @@ def _run_chaos(
         return len(states) == len(ids) and all(s["state"] in FINAL_STATES for s in states.values())
 
     eventually_sync(all_final, what="every accepted task to reach a final state", deadline=300, interval=0.5)
+    # What a killed API or a lost reply left stored but unpublished is final too: reconciliation
+    # republished it within TASKBROKER_REPUBLISH_AFTER (3 s here) plus a sweep.
+    eventually_sync(
+        lambda: _live_task_ids(settings) == [], what="no stored task left live", deadline=60, interval=0.5
+    )
 
     final = _final_states(settings, ids)
     states = Counter(s["state"] for s in final.values())
     events = recording.events()
     ended_tags = {e.tag for e in events if e.event == "end"}
     runs = Counter(e.tag for e in events if e.event == "start")
-    fenced = sum(len(w.events("task.fenced")) for w in processes_started(processes))
+    started = processes_started(processes)
+    fenced = sum(len(p.events("task.fenced")) for p in started)
+    republished = sum(len(p.events("task.republished")) for p in started)
+    adopted = sum(len(p.events("task.adopted")) for p in started)
     print(
-        f"\nchaos: {plan.tasks} tasks offered, {len(ids)} accepted "
-        f"({ledger.rejected_batches} batches retried after 503, {ledger.unknown_batches} unanswered); "
+        f"\nchaos: {plan.tasks} tasks offered, {len(ids)} accepted in {ledger.answered_batches} batches "
+        f"({ledger.rejected_batches} answers of 503/409 and {ledger.unanswered_batches} unanswered "
+        f"requests retried; {ledger.api_kills} APIs SIGKILLed mid-batch); "
+        f"{republished} tasks republished by reconciliation, {adopted} adopted by a retry; "
         f"final states {dict(states)}; {sum(runs.values())} runs, "
         f"{sum(1 for n in runs.values() if n > 1)} tasks ran more than once; "
         f"{len(ledger.killed_at)} consumers SIGKILLed, {ledger.started_workers} started; "
@@ -224,7 +283,10 @@ def _run_chaos(
             assert ledger.accepted[task_id] in ended_tags, f"{task_id} complete but its run never ended"
     assert _overlaps(events, ledger.killed_at) == []
     assert all(d.returncode is None for d in daemons), [d.describe() for d in daemons]
-    assert len(ids) >= plan.tasks - BATCH * ledger.unknown_batches
+    # A batch whose tasks ran to the end before its retry arrived freed their keys, so the retry
+    # made new tasks of those tags: at least once, never two runs at once (checked above).
+    assert set(ledger.accepted.values()) == {f"t{n}" for n in range(plan.tasks)}, "a task never accepted"
+    assert ledger.api_kills == len(plan.api_kills)
 
 
 def processes_started(processes: Processes) -> list[ManagedProcess]:
@@ -257,6 +319,11 @@ def test_soak_20000_tasks_under_chaos(
     amqp_proxy: TcpProxy,
 ) -> None:
     plan = Plan(
-        tasks=20_000, chaos_seconds=120, schedule_seconds=100, amqp_cut=(20.0, 30.0), redis_cut=(60.0, 70.0)
+        tasks=20_000,
+        chaos_seconds=120,
+        schedule_seconds=100,
+        amqp_cut=(20.0, 30.0),
+        redis_cut=(60.0, 70.0),
+        api_kills=(5.0, 15.0, 40.0, 50.0, 80.0, 90.0),
     )
     _run_chaos(plan, processes, http, recording, settings, redis_proxy, amqp_proxy)
