@@ -113,8 +113,8 @@ async def schedule(
         # One scheduler (the usual request) is awaited as is: gather would wrap it in a task.
         await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
     except (BrokerUnavailable, QueueMissing):
-        # If Redis is gone too, the tasks stay pending without a message until their timeout
-        # ends them; the caller was refused either way and will retry.
+        # If Redis is gone too, the tasks stay stored without a message: the timeout daemon's
+        # reconciliation republishes them, and a retry with the same key adopts them.
         with contextlib.suppress(StoreUnavailable):
             await store.discard([t.id for t in created])
         raise
