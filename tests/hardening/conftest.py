@@ -1,0 +1,58 @@
+"""One real deployment for the hardening pass: a `taskbroker api`, a consumer and a timeout daemon
+as processes on the real servers, under a key prefix of their own, with an admin token and a
+client token scoped to the deployment's scheduler. Shared by the package's tests (starting
+processes per test would cost more than the tests), and torn down with its keys and queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskbroker.settings import Settings
+from tests.conftest import ADMIN_HEADERS, AMQP_URL, REDIS_URL, cleanup
+from tests.support.processes import ManagedProcess, Processes, process_env
+
+SCHEDULER = "hardening"
+
+
+@dataclass
+class Deployment:
+    url: str
+    settings: Settings
+    processes: Processes
+    worker: ManagedProcess
+    client_token: str
+
+    @property
+    def client_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.client_token}"}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return dict(ADMIN_HEADERS)
+
+
+@pytest.fixture(scope="package")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    settings = Settings(redis_url=REDIS_URL, amqp_url=AMQP_URL, key_prefix="tbhard-" + os.urandom(6).hex())
+    env = process_env(key_prefix=settings.key_prefix, redis_url=REDIS_URL, amqp_url=AMQP_URL)
+    processes = Processes(Path(tmp_path_factory.mktemp("hardening")), env)
+    try:
+        _, url = processes.api()
+        with httpx.Client(base_url=url, headers=ADMIN_HEADERS, timeout=30) as http:
+            assert http.post("/scheduler", json={"name": SCHEDULER}).status_code == 201
+            created = http.post("/token", json={"role": "client", "schedulers": [SCHEDULER]})
+            assert created.status_code == 201, created.text
+        worker = processes.worker("worker", SCHEDULER)
+        processes.timeout_daemon()
+        yield Deployment(url, settings, processes, worker, created.json()["token"])
+    finally:
+        processes.kill_all()
+        asyncio.run(cleanup(settings))
