@@ -4,11 +4,13 @@ resubscribes with backoff until it consumes again, and leaves the task it is run
 One test per cause: the queue deleted under the consumer (RabbitMQ cancels the consumer; the
 consumer must wait for the queue to be declared again, never declaring it itself), the consumer's
 channel closed by the broker (a channel error), and the connection lost (a TCP proxy the test
-cuts). The consumer gets its own RabbitMQ connection; the API and the assertions use another.
+cuts, or the server closing it as `rabbitmqctl close_connection` does). The consumer gets its own
+RabbitMQ connection; the API and the assertions use another.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +27,7 @@ from taskbroker.queue.base import Delivery, Subscription
 from taskbroker.settings import Settings
 from tests.conftest import AMQP_URL, proxied_url
 from tests.support.inprocess import Api, running_consumer
+from tests.support.rabbitmq_server import close_connection
 from tests.support.recorder import Recording
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
@@ -143,7 +146,7 @@ async def test_a_consumer_whose_channel_the_broker_closes_resubscribes(
             await _assert_recovered(real_api, consumer, recording, running, logs)
 
 
-async def test_a_consumer_that_loses_its_connection_reports_not_ready_and_resubscribes(
+async def test_a_consumer_that_loses_its_connection_to_the_network_reports_not_ready_and_resubscribes(
     real_api: Api, real: Backends, settings: Settings, recording: Recording, amqp_proxy: TcpProxy
 ) -> None:
     await real_api.register(SCHEDULER)
@@ -165,4 +168,24 @@ async def test_a_consumer_that_loses_its_connection_reports_not_ready_and_resubs
             assert not consumer.ready.is_set()
 
             amqp_proxy.restore()
+            await _assert_recovered(real_api, consumer, recording, running, logs)
+
+
+async def test_a_consumer_whose_connection_the_server_closes_resubscribes(
+    real_api: Api, real: Backends, settings: Settings, recording: Recording
+) -> None:
+    await real_api.register(SCHEDULER)
+    name = f"taskbroker-test-consumer-{settings.key_prefix}"
+    broker = AmqpBroker(AMQP_URL, connection_name=name)
+    with capture_logs() as logs:
+        async with _consumer_with_a_running_task(settings, real, broker, real_api, recording) as (
+            consumer,
+            running,
+        ):
+            await asyncio.to_thread(close_connection, name)  # as `rabbitmqctl close_connection`
+
+            await eventually(lambda: _true(bool(_losses(logs))), what="the consumer to log the loss")
+            loss = _losses(logs)[0]
+            assert loss["reason"] == "connection_lost"
+            assert "CONNECTION_FORCED" in loss["detail"]
             await _assert_recovered(real_api, consumer, recording, running, logs)
