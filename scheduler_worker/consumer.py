@@ -42,6 +42,13 @@ from taskbroker.store import ClaimOutcome, TaskStore
 
 log = structlog.get_logger("taskbroker.worker")
 
+RESUBSCRIBE_BACKOFF_CAP = 5.0
+"""Seconds between subscribe attempts at most: how soon a consumer finds its queue declared again."""
+STABLE_SUBSCRIPTION = 30.0
+"""A subscription that lasted this many seconds was healthy: after its loss the backoff starts over."""
+FAILURE_WARNING_INTERVAL = 60.0
+"""Failed subscribe attempts in a row log one warning per this many seconds (the rest at debug)."""
+
 
 def new_consumer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -84,7 +91,9 @@ class Consumer:
         self._runs: dict[str, _Run] = {}
         self._draining = False
         self.ready = asyncio.Event()
-        """Set once the consumer is subscribed to its queue (tests and `dev` wait on it)."""
+        """Set while the consumer is subscribed to its queue, cleared while it is not (a lost
+        subscription, shutdown); tests and `dev` wait on it. The metrics port shows it as
+        ``taskbroker_worker_subscribed``."""
         self._log = log.bind(scheduler=scheduler, consumer=self.consumer_id)
 
     # Public entry point
@@ -123,34 +132,83 @@ class Consumer:
         self._delivery_ready.set()
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        backoff = Backoff()
+        """Stay subscribed until ``stop``: after any loss (queue deleted, its node down, channel
+        or connection closed) report not ready and subscribe again with backoff."""
+        backoff = Backoff(cap=RESUBSCRIBE_BACKOFF_CAP)
+        try:
+            while (subscription := await self._subscribe(stop, backoff)) is not None:
+                subscribed_at = time.monotonic()
+                self._set_ready(True)
+                self._log.info("consumer.subscribed", queue=self._queue)
+                stopped = asyncio.create_task(stop.wait())
+                lost = asyncio.create_task(subscription.lost.wait())
+                await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                lost.cancel()
+                if not subscription.lost.is_set():
+                    self._set_ready(False)
+                    self._draining = True
+                    await subscription.cancel()
+                    return
+                self._set_ready(False)
+                if time.monotonic() - subscribed_at >= STABLE_SUBSCRIPTION:
+                    backoff.reset()  # a loss after a healthy while is not part of a flapping run
+                delay = backoff.next_delay()
+                self._log_loss(subscription, retry_in=delay)
+                await sleep_unless_stopped(stop, delay)
+        finally:
+            self._set_ready(False)
+
+    async def _subscribe(self, stop: asyncio.Event, backoff: Backoff) -> Subscription | None:
+        """A new subscription, retried with backoff while RabbitMQ is unreachable or the queue
+        is missing; None once ``stop`` is set. The queue is never declared here: the consumer
+        does not own it (registering the scheduler declares it, deleting it deletes the queue),
+        so a consumer of a deleted scheduler waits, and consumes again once it is registered."""
+        last_warning: float | None = None
+        failures = 0
         while not stop.is_set():
             try:
-                subscription: Subscription = await self._broker.subscribe(
+                return await self._broker.subscribe(
                     self._queue, prefetch=self._prefetch, on_delivery=self._on_delivery
                 )
             except (BrokerUnavailable, QueueMissing) as exc:
+                failures += 1
                 delay = backoff.next_delay()
-                self._log.warning("consumer.subscribe_failed", error=str(exc), retry_in=round(delay, 2))
+                # A queue may stay missing for hours: a warning when it starts, then one a minute.
+                now = time.monotonic()
+                quiet = last_warning is not None and now - last_warning < FAILURE_WARNING_INTERVAL
+                if not quiet:
+                    last_warning = now
+                (self._log.debug if quiet else self._log.warning)(
+                    "consumer.subscribe_failed", error=str(exc), attempts=failures, retry_in=round(delay, 2)
+                )
                 await sleep_unless_stopped(stop, delay)
-                continue
-            backoff.reset()
+        return None
+
+    def _log_loss(self, subscription: Subscription, *, retry_in: float) -> None:
+        # The broker has put our unacked deliveries back (or deleted them with their queue): the
+        # copies waiting here are stale, and acking them would be a no-op on a dead channel.
+        # Running tasks are left alone: their leases in Redis, not the channel, keep them.
+        stale = len(self._waiting)
+        self._waiting.clear()
+        loss = subscription.loss
+        self._log.warning(
+            "consumer.subscription_lost",
+            reason=loss.cause.value if loss is not None else "unknown",
+            detail=loss.detail if loss is not None else None,
+            deliveries_dropped=stale,
+            running=sum(not r.ended for r in self._runs.values()),
+            retry_in=round(retry_in, 2),
+        )
+
+    def _set_ready(self, subscribed: bool) -> None:
+        if subscribed == self.ready.is_set():
+            return
+        if subscribed:
             self.ready.set()
-            self._log.info("consumer.subscribed", queue=self._queue)
-            stopped = asyncio.create_task(stop.wait())
-            lost = asyncio.create_task(subscription.lost.wait())
-            await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            lost.cancel()
-            if subscription.lost.is_set():
-                self.ready.clear()
-                # The broker has put our unacked deliveries back; the copies we hold are stale.
-                self._waiting.clear()
-                self._log.warning("consumer.subscription_lost", action="reconnecting")
-                await sleep_unless_stopped(stop, backoff.next_delay())
-            else:
-                self._draining = True
-                await subscription.cancel()
+        else:
+            self.ready.clear()
+        metrics.consumer_subscribed(self._scheduler, subscribed)
 
     async def _next_delivery(self) -> Delivery | None:
         while not self._waiting:

@@ -100,6 +100,13 @@ TASKS_RUNNING = Gauge(
     ["scheduler"],
     registry=REGISTRY,
 )
+CONSUMERS_SUBSCRIBED = Gauge(
+    "taskbroker_worker_subscribed",
+    "Consumers of this process subscribed to the scheduler's queue now (1 for a worker; 0 while "
+    "it resubscribes after losing its subscription: queue deleted, node down, connection lost).",
+    ["scheduler"],
+    registry=REGISTRY,
+)
 
 # Timeout daemon
 
@@ -205,6 +212,15 @@ def run_ended(scheduler: str, started: float) -> None:
     series = _run_series(scheduler)
     series.running.dec()
     series.run_seconds.observe(time.perf_counter() - started)
+
+
+def consumer_subscribed(scheduler: str, subscribed: bool) -> None:
+    """A consumer subscribed (True) or stopped being subscribed (False); called once per change."""
+    series = CONSUMERS_SUBSCRIBED.labels(scheduler)
+    if subscribed:
+        series.inc()
+    else:
+        series.dec()
 
 
 def task_expired(scheduler: str, previous_state: TaskState, count: int = 1) -> None:

@@ -12,11 +12,19 @@ import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
-from pika.exceptions import AMQPError, ChannelClosedByBroker
+from pika.exceptions import AMQPError, ChannelClosed, ChannelClosedByBroker
 
 from taskbroker.errors import BrokerUnavailable, QueueIncompatible, QueueMissing, TaskbrokerError
 from taskbroker.queue.amqp_acks import AckBatcher
-from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
+from taskbroker.queue.base import (
+    MAX_PRIORITY,
+    Delivery,
+    LossCause,
+    QueueBroker,
+    QueueStats,
+    Subscription,
+    SubscriptionLoss,
+)
 
 PERSISTENT = 2
 QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY, "x-queue-version": 2}
@@ -185,23 +193,58 @@ class _AmqpDelivery(Delivery):
         self._acks.requeue(self._tag)
 
 
+def _loss_of(reason: BaseException) -> SubscriptionLoss:
+    """What closed a consumer's channel: pika closes a lost connection's channels with the
+    connection's error as their reason, so anything but a channel error is the connection."""
+    if isinstance(reason, ChannelClosedByBroker):
+        return SubscriptionLoss(LossCause.CHANNEL_CLOSED, f"{reason.reply_code} {reason.reply_text}")
+    if isinstance(reason, ChannelClosed):
+        return SubscriptionLoss(LossCause.CHANNEL_CLOSED, repr(reason))
+    return SubscriptionLoss(LossCause.CONNECTION_LOST, repr(reason))
+
+
 class _AmqpSubscription(Subscription):
     def __init__(self, channel: Channel, acks: AckBatcher) -> None:
         self._channel = channel
         self._acks = acks
         self._lost = asyncio.Event()
+        self._loss: SubscriptionLoss | None = None
         self._cancelled = False
         self._closed = asyncio.Event()
         channel.add_on_close_callback(self._on_close)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
 
     @property
     def lost(self) -> asyncio.Event:
         return self._lost
 
-    def _on_close(self, _channel: Channel, _reason: BaseException) -> None:
-        self._closed.set()
-        if not self._cancelled:
+    @property
+    def loss(self) -> SubscriptionLoss | None:
+        return self._loss
+
+    def _lose(self, loss: SubscriptionLoss) -> None:
+        if self._loss is None and not self._cancelled:
+            self._loss = loss
             self._lost.set()
+
+    def _on_close(self, _channel: Channel, reason: BaseException) -> None:
+        self._closed.set()
+        self._lose(_loss_of(reason))
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        # RabbitMQ's basic.cancel (queue deleted, its node down, a quorum queue's member moved)
+        # stops deliveries but leaves the channel open, holding this consumer's unacked
+        # deliveries. Closing it hands them back to the queue if it still exists, and makes any
+        # later ack of theirs a no-op, as after any other loss. Acks already made leave first.
+        self._lose(
+            SubscriptionLoss(
+                LossCause.CANCELLED_BY_BROKER,
+                "RabbitMQ cancelled the consumer: its queue was deleted, or its node is down or moved",
+            )
+        )
+        if self._channel.is_open:
+            self._acks.flush()
+            self._channel.close()
 
     async def cancel(self) -> None:
         # Closing the channel hands every unacked delivery back to the queue in one step.
@@ -421,5 +464,7 @@ class AmqpBroker(QueueBroker):
         try:
             await asyncio.wait_for(ready, timeout=self._connect_timeout)
         except TimeoutError as exc:
+            if channel.is_open:  # a consumer that starts later must not take messages unseen
+                channel.close()
             raise BrokerUnavailable("RabbitMQ did not start the consumer in time") from exc
         return subscription

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,13 +40,40 @@ class Delivery(abc.ABC):
         """Hand the message back to the queue for any consumer."""
 
 
+class LossCause(enum.StrEnum):
+    """Why a subscription ended without ``cancel()``; the value is what a consumer logs."""
+
+    CANCELLED_BY_BROKER = "cancelled_by_broker"
+    """The broker cancelled the consumer: its queue was deleted, its home node went down (a
+    classic queue), or it moved (a quorum queue's member). The connection is fine."""
+    CHANNEL_CLOSED = "channel_closed"
+    """The subscription's channel closed (a channel error); the connection is fine."""
+    CONNECTION_LOST = "connection_lost"
+    """The connection to the broker went away (network, broker restart, closed by an operator)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionLoss:
+    cause: LossCause
+    detail: str
+    """What the broker or the network said, for the log."""
+
+
 class Subscription(abc.ABC):
     """A running consumer of one queue."""
 
     @property
     @abc.abstractmethod
     def lost(self) -> asyncio.Event:
-        """Set when the subscription ended without cancel() (connection or channel lost)."""
+        """Set when the subscription ended without cancel(), whatever the cause (``loss`` says
+        which). From then on no delivery arrives; its unacked deliveries go back to the queue
+        (if the queue still exists) and acking or requeueing them is a no-op. A lost
+        subscription never comes back: subscribe again."""
+
+    @property
+    @abc.abstractmethod
+    def loss(self) -> SubscriptionLoss | None:
+        """Why the subscription was lost; None while ``lost`` is not set."""
 
     @abc.abstractmethod
     async def cancel(self) -> None:

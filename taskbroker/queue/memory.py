@@ -14,7 +14,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from taskbroker.errors import QueueMissing
-from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker, QueueStats, Subscription
+from taskbroker.queue.base import (
+    MAX_PRIORITY,
+    Delivery,
+    LossCause,
+    QueueBroker,
+    QueueStats,
+    Subscription,
+    SubscriptionLoss,
+)
 
 
 class _Message:
@@ -87,11 +95,16 @@ class _MemorySubscription(Subscription):
         self._unacked: dict[int, _Message] = {}
         self._tags = itertools.count(1)
         self._lost = asyncio.Event()
+        self._loss: SubscriptionLoss | None = None
         self._active = True
 
     @property
     def lost(self) -> asyncio.Event:
         return self._lost
+
+    @property
+    def loss(self) -> SubscriptionLoss | None:
+        return self._loss
 
     def has_room(self) -> bool:
         return self._active and len(self._unacked) < self._prefetch
@@ -99,7 +112,13 @@ class _MemorySubscription(Subscription):
     def deliver(self, message: _Message) -> None:
         tag = next(self._tags)
         self._unacked[tag] = message
-        asyncio.get_running_loop().call_soon(self._on_delivery, _MemoryDelivery(self, tag, message))
+        asyncio.get_running_loop().call_soon(self._hand_over, _MemoryDelivery(self, tag, message))
+
+    def _hand_over(self, delivery: _MemoryDelivery) -> None:
+        # A delivery still on its way when the subscription ended went back to the queue with
+        # the rest: like a closed channel, an ended subscription delivers nothing more.
+        if self._active:
+            self._on_delivery(delivery)
 
     def settle(self, tag: int, *, requeue: bool) -> None:
         message = self._unacked.pop(tag, None)
@@ -124,9 +143,13 @@ class _MemorySubscription(Subscription):
         self._unacked.clear()
         self._queue.dispatch()
 
-    def drop(self) -> None:
-        """Simulate a lost connection (tests): unacked messages go back, ``lost`` is set."""
+    def drop(self, loss: SubscriptionLoss) -> None:
+        """End the subscription as the broker would (its queue deleted, or in tests a lost
+        connection): unacked messages go back, ``lost`` is set with ``loss``."""
+        if not self._active:
+            return
         self._end()
+        self._loss = loss
         self._lost.set()
 
 
@@ -158,7 +181,7 @@ class MemoryBroker(QueueBroker):
         removed = self._queues.pop(queue, None)
         if removed is not None:
             for subscription in list(removed.subscriptions):
-                subscription.drop()
+                subscription.drop(SubscriptionLoss(LossCause.CANCELLED_BY_BROKER, "queue deleted"))
 
     async def stats(self, queue: str) -> QueueStats:
         q = self._queue(queue)

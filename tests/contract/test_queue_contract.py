@@ -11,7 +11,7 @@ import pytest
 from taskbroker.backends import Backends
 from taskbroker.errors import QueueMissing
 from taskbroker.names import queue_name
-from taskbroker.queue.base import MAX_PRIORITY, Delivery, QueueBroker
+from taskbroker.queue.base import MAX_PRIORITY, Delivery, LossCause, QueueBroker
 from taskbroker.settings import Settings
 from tests.support.waiting import eventually
 
@@ -214,3 +214,34 @@ async def test_an_ack_made_just_before_cancel_is_not_handed_back(broker: QueueBr
     await subscription.cancel()
 
     await eventually(lambda: _ready(broker, queue, 1), what="only the unacked message back")
+
+
+async def test_deleting_the_queue_loses_its_subscription_until_it_is_declared_again(
+    broker: QueueBroker, queue: str
+) -> None:
+    # RabbitMQ cancels the consumers of a deleted queue (basic.cancel) and leaves their channel
+    # open: the subscription must still end, and say why, so its consumer can subscribe again.
+    await broker.publish(queue, [b"before"])
+    received: list[Delivery] = []
+    subscription = await broker.subscribe(queue, prefetch=2, on_delivery=received.append)
+    await eventually(lambda: _async(len(received) == 1), what="the first delivery")
+
+    await broker.delete(queue)
+
+    await eventually(lambda: _async(subscription.lost.is_set()), what="the subscription to be lost")
+    assert subscription.loss is not None
+    assert subscription.loss.cause is LossCause.CANCELLED_BY_BROKER
+    received[0].ack()  # a delivery of a lost subscription: a no-op, never an error
+    with pytest.raises(QueueMissing):
+        await broker.subscribe(queue, prefetch=2, on_delivery=received.append)
+
+    await broker.declare(queue)
+    again = await broker.subscribe(queue, prefetch=2, on_delivery=received.append)
+    await broker.publish(queue, [b"after"])
+    await eventually(lambda: _async(len(received) == 2), what="a delivery on the new subscription")
+    received[1].ack()
+    await again.cancel()
+
+    assert received[1].body == b"after"
+    assert not again.lost.is_set()
+    assert again.loss is None

@@ -8,8 +8,9 @@ import pytest
 
 from tests.conftest import AMQP_URL, REDIS_URL, proxied_url
 from tests.support.blocking_api import BlockingApi
-from tests.support.processes import ManagedProcess, Processes
+from tests.support.processes import ManagedProcess, Processes, free_port
 from tests.support.recorder import Recording
+from tests.support.scrape import Scrape
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually_sync
 
@@ -107,3 +108,36 @@ def test_consumer_cut_off_from_redis_past_its_lease_stops_its_run_before_another
     assert (second_start.event, second_start.pid) == ("start", healthy.pid)
     assert second_end.event == "end"
     assert first_stop.at < second_start.at, "the second run began before the first was stopped"
+
+
+def _subscribed_gauge(metrics_port: int) -> float | None:
+    response = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return Scrape(response.text).value("taskbroker_worker_subscribed", scheduler=SCHEDULER)
+
+
+def test_worker_whose_scheduler_is_deleted_and_registered_again_consumes_again(
+    processes: Processes, http: httpx.Client, recording: Recording
+) -> None:
+    # The hardening issue's scenario: the worker stayed alive, silent and deaf after this.
+    _, url = processes.api()
+    api = BlockingApi(http, url)
+    api.register(SCHEDULER)
+    metrics_port = free_port()
+    worker = processes.worker("worker", SCHEDULER, metrics_port=metrics_port)
+    assert _subscribed_gauge(metrics_port) == 1
+
+    assert http.delete(f"{url}/scheduler/{SCHEDULER}").status_code == 204
+    lost = worker.wait_for_event("consumer.subscription_lost")
+    assert lost["reason"] == "cancelled_by_broker"
+    worker.wait_for_event("consumer.subscribe_failed")  # the queue is missing: it waits
+    assert _subscribed_gauge(metrics_port) == 0
+
+    api.register(SCHEDULER)
+    task = api.schedule(SCHEDULER, recording.call("after-re-register"))
+
+    assert api.wait_for_state(task["id"])["state"] == "complete"
+    assert recording.starts("after-re-register") == 1
+    assert api.scheduler(SCHEDULER)["consumers"] == 1
+    assert _subscribed_gauge(metrics_port) == 1
+    assert worker.returncode is None

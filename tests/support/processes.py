@@ -214,11 +214,14 @@ class Processes:
         concurrency: int = 4,
         allow: Iterable[str] = TEST_ALLOW,
         env: Mapping[str, str] | None = None,
+        metrics_port: int = 0,
     ) -> ManagedProcess:
         """`taskbroker worker`, once it is subscribed to its queue."""
         args = ["worker", "--scheduler", scheduler, "--concurrency", str(concurrency)]
         for module in allow:
             args += ["--allow", module]
+        if metrics_port:
+            args += ["--metrics-port", str(metrics_port)]
         process = self.start(name, *args, env=env)
         process.wait_for_event("consumer.subscribed")
         return process

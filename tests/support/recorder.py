@@ -50,6 +50,10 @@ def _keys(prefix: str, tag: str) -> tuple[str, str, str]:
     return _events_key(prefix), f"{prefix}:recorder:starts:{tag}", f"{prefix}:recorder:ends:{tag}"
 
 
+def _release_key(prefix: str, tag: str) -> str:
+    return f"{prefix}:recorder:release:{tag}"
+
+
 def _event(tag: str, event: str, run: int) -> str:
     return json.dumps({"tag": tag, "event": event, "run": run, "pid": os.getpid(), "at": time.time()})
 
@@ -95,11 +99,13 @@ async def arecord(
     *,
     seconds: float = 0.0,
     first_run_seconds: float | None = None,
+    held: bool = False,
     redis_url: str | None = None,
     prefix: str | None = None,
 ) -> dict[str, Any]:
     """Record a run of ``tag`` (cancellable sleep: a cancelled run records ``cancelled``, not ``end``,
-    and does not count in ``ends``)."""
+    and does not count in ``ends``). A ``held`` run waits, instead of sleeping, until the test
+    calls ``Recording.release(tag)``, so a test can act while it is certainly still running."""
     url, key_prefix = _where(redis_url, prefix)
     events, starts, ends = _keys(key_prefix, tag)
     client = aioredis.Redis.from_url(url, decode_responses=True)
@@ -107,7 +113,10 @@ async def arecord(
         run = int(await client.incr(starts))
         await client.rpush(events, _event(tag, "start", run))
         try:
-            await asyncio.sleep(_pause(run, seconds, first_run_seconds))
+            if held:
+                await client.blpop([_release_key(key_prefix, tag)], timeout=0)
+            else:
+                await asyncio.sleep(_pause(run, seconds, first_run_seconds))
         except asyncio.CancelledError:
             await client.rpush(events, _event(tag, "cancelled", run))
             raise
@@ -155,8 +164,10 @@ class Recording:
         asynchronous: bool = False,
         seconds: float = 0.0,
         first_run_seconds: float | None = None,
+        held: bool = False,
     ) -> dict[str, Any]:
-        """Inline task attributes for one recorded run of ``tag``."""
+        """Inline task attributes for one recorded run of ``tag``; ``held`` (asynchronous only)
+        keeps the run going until ``release(tag)``."""
         kwargs: dict[str, Any] = {
             "tag": tag,
             "seconds": seconds,
@@ -165,8 +176,16 @@ class Recording:
         }
         if first_run_seconds is not None:
             kwargs["first_run_seconds"] = first_run_seconds
+        if held:
+            if not asynchronous:
+                raise ValueError("only an asynchronous run can be held")
+            kwargs["held"] = True
         function = "arecord" if asynchronous else "record"
         return {"function": f"{MODULE}:{function}", "kwargs": kwargs}
+
+    def release(self, tag: str) -> None:
+        """Let one held run of ``tag`` finish."""
+        self._client.rpush(_release_key(self.prefix, tag), "go")
 
     def starts(self, tag: str) -> int:
         return int(self._client.get(_keys(self.prefix, tag)[1]) or 0)
