@@ -18,8 +18,12 @@ import pytest
 from taskbroker.settings import Settings
 from tests.conftest import ADMIN_HEADERS, AMQP_URL, REDIS_URL, cleanup
 from tests.support.processes import ManagedProcess, Processes, process_env
+from tests.support.recorder import Recording
 
 SCHEDULER = "hardening"
+REPUBLISH_AFTER = 2.0
+"""Short, so that reconciliation of lost messages is seen within the test."""
+WORKER_CONCURRENCY = 4
 
 
 @dataclass
@@ -28,7 +32,9 @@ class Deployment:
     settings: Settings
     processes: Processes
     worker: ManagedProcess
+    daemon: ManagedProcess
     client_token: str
+    recording: Recording
 
     @property
     def client_headers(self) -> dict[str, str]:
@@ -42,7 +48,12 @@ class Deployment:
 @pytest.fixture(scope="package")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     settings = Settings(redis_url=REDIS_URL, amqp_url=AMQP_URL, key_prefix="tbhard-" + os.urandom(6).hex())
-    env = process_env(key_prefix=settings.key_prefix, redis_url=REDIS_URL, amqp_url=AMQP_URL)
+    env = process_env(
+        key_prefix=settings.key_prefix,
+        redis_url=REDIS_URL,
+        amqp_url=AMQP_URL,
+        extra={"TASKBROKER_REPUBLISH_AFTER": str(REPUBLISH_AFTER)},
+    )
     processes = Processes(Path(tmp_path_factory.mktemp("hardening")), env)
     try:
         _, url = processes.api()
@@ -50,9 +61,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             assert http.post("/scheduler", json={"name": SCHEDULER}).status_code == 201
             created = http.post("/token", json={"role": "client", "schedulers": [SCHEDULER]})
             assert created.status_code == 201, created.text
-        worker = processes.worker("worker", SCHEDULER)
-        processes.timeout_daemon()
-        yield Deployment(url, settings, processes, worker, created.json()["token"])
+        worker = processes.worker("worker", SCHEDULER, concurrency=WORKER_CONCURRENCY)
+        daemon = processes.timeout_daemon()
+        recording = Recording(REDIS_URL, settings.key_prefix)
+        yield Deployment(url, settings, processes, worker, daemon, created.json()["token"], recording)
+        recording.close()
     finally:
         processes.kill_all()
         asyncio.run(cleanup(settings))
