@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,9 @@ from taskbroker.names import KEY_PREFIX_PATTERN
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+ApiDocsAccess = Literal["token", "public", "off"]
+"""Who may read the API's schema and docs pages: token holders (any role), anyone, no one."""
 
 
 class Settings(BaseSettings):
@@ -52,6 +56,10 @@ class Settings(BaseSettings):
     max_attributes_bytes: int = Field(default=64 * 1024, ge=64)
     max_attributes_depth: int = Field(default=32, ge=1)
     max_timeout: timedelta = timedelta(days=7)
+    api_docs: ApiDocsAccess = Field(
+        default="token",
+        description="Who may read /openapi.json, /docs and /redoc: any token holder, anyone, or no one.",
+    )
     schedule_rate_limit: int = Field(
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )

@@ -341,3 +341,61 @@ async def test_a_surrogate_pair_is_ordinary_text(callers: Callers) -> None:
 
     assert response.status_code == 201, response.text
     assert response.json()["attributes"] == {"emoji": "\N{GRINNING FACE}"}
+
+
+# The API's own documentation (TASKBROKER_API_DOCS)
+
+API_DOCS = [
+    pytest.param("/openapi.json", "application/json", id="openapi.json"),
+    pytest.param("/docs", "text/html", id="docs"),
+    pytest.param("/redoc", "text/html", id="redoc"),
+]
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_need_a_token_by_default(callers: Callers, path: str, content_type: str) -> None:
+    anonymous = await callers.with_token(None).http.get(path)
+    worker = await (await callers.as_new("worker")).http.get(path)
+
+    assert anonymous.status_code == 401
+    assert "Authorization: Bearer" in anonymous.json()["detail"]
+    assert worker.status_code == 200
+    assert worker.headers["content-type"].startswith(content_type)
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_set_public_need_no_token(
+    settings: Settings, real: Backends, path: str, content_type: str
+) -> None:
+    public = create_app(settings.model_copy(update={"api_docs": "public"}), real, owns_backends=False)
+    callers = Callers(public, settings)
+    try:
+        response = await callers.with_token(None).http.get(path)
+        scheduling = await callers.with_token(None).schedule("alpha")
+    finally:
+        await callers.close()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(content_type)
+    assert scheduling.status_code == 401
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_set_off_are_not_served_even_to_an_admin(
+    settings: Settings, real: Backends, path: str, content_type: str
+) -> None:
+    off = create_app(settings.model_copy(update={"api_docs": "off"}), real, owns_backends=False)
+    callers = Callers(off, settings)
+    try:
+        response = await callers.admin.http.get(path)
+    finally:
+        await callers.close()
+
+    assert response.status_code == 404
+
+
+async def test_the_served_schema_is_the_apps_schema_without_the_docs_routes(callers: Callers) -> None:
+    served = (await callers.admin.http.get("/openapi.json")).json()
+
+    assert served == callers.app.openapi()
+    assert not {"/openapi.json", "/docs", "/redoc"} & set(served["paths"])
