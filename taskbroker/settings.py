@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskbroker.names import KEY_PREFIX_PATTERN
+from taskbroker.webhook_hosts import InvalidWebhookHost, WebhookAllowList
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -74,7 +75,9 @@ class Settings(BaseSettings):
 
     # Webhooks (README, "Webhooks")
     webhook_hosts: str = Field(
-        default="", description="Comma-separated host names a task's callback_url may name; empty: none."
+        default="",
+        description="Comma-separated host or host:port entries a task's callback_url may reach; "
+        "a host alone means its scheme's default port only; empty: none (taskbroker.webhook_hosts).",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="The HMAC-SHA256 key signing webhook deliveries; required for webhooks."
@@ -85,9 +88,19 @@ class Settings(BaseSettings):
     )
     webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook POST may take.")
 
+    @field_validator("webhook_hosts")
+    @classmethod
+    def _webhook_hosts_parse(cls, value: str) -> str:
+        try:
+            WebhookAllowList.parse(value)
+        except InvalidWebhookHost as exc:
+            raise ValueError(f"TASKBROKER_WEBHOOK_HOSTS: {exc}") from exc
+        return value
+
     @property
-    def webhook_host_set(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip())
+    def webhook_allow_list(self) -> WebhookAllowList:
+        """Parsed on each use (a few entries): a settings copy with other hosts is never stale."""
+        return WebhookAllowList.parse(self.webhook_hosts)
 
     # Task events (README, "Events")
     events_max_length: int = Field(
