@@ -36,7 +36,12 @@ async def runtime() -> AsyncIterator[InlineRuntime]:
         RuntimeConfig(
             scheduler="s",
             concurrency=2,
-            allow=("runtimes.builtin", "tests.unit.returns", "tests.unit.blocking"),
+            allow=(
+                "runtimes.builtin",
+                "tests.unit.returns",
+                "tests.unit.blocking",
+                "tests.unit.inline_targets",
+            ),
         )
     )
     await built.start()
@@ -86,6 +91,59 @@ async def test_invalid_attributes_fail_the_task_clearly(
 ) -> None:
     with pytest.raises(TaskFailed, match="invalid attributes"):
         await runtime.run(_task(attributes))
+
+
+@pytest.mark.parametrize(
+    ("name", "result"),
+    [
+        pytest.param("defined", {"ran": "defined"}, id="defined-here"),
+        pytest.param("defined_async", "defined_async", id="async-defined-here"),
+        pytest.param("wait_for_release", "x", id="imported-but-in-__all__"),
+    ],
+)
+async def test_a_public_function_defined_in_the_module_or_named_in_its_all_runs(
+    runtime: InlineRuntime, name: str, result: object
+) -> None:
+    blocking.released.set()
+    args = ["x"] if name == "wait_for_release" else []
+
+    assert await runtime.run(_task({"function": f"tests.unit.inline_targets:{name}", "args": args})) == result
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        pytest.param("tests.unit.inline_targets:imported", id="imported-function"),
+        pytest.param("tests.unit.inline_targets:join", id="imported-by-its-own-name"),
+        pytest.param("tests.unit.inline_targets:special_form", id="imported-special-form"),
+        pytest.param("tests.unit.inline_targets:Any", id="imported-typing-name"),
+        pytest.param("runtimes.builtin:Any", id="builtin-module-import"),
+        pytest.param("tests.unit.inline_targets:builtin", id="builtin-function"),
+        pytest.param("tests.unit.inline_targets:functools", id="imported-module"),
+        pytest.param("tests.unit.inline_targets:Listed", id="class-in-__all__"),
+        pytest.param("tests.unit.inline_targets:_Callable", id="private-class"),
+        pytest.param("tests.unit.inline_targets:instance", id="callable-instance"),
+        pytest.param("tests.unit.inline_targets:partial", id="partial"),
+        pytest.param("tests.unit.inline_targets:_private", id="private-function"),
+        pytest.param("tests.unit.inline_targets:__getattribute__", id="dunder"),
+    ],
+)
+async def test_any_other_callable_of_an_allowed_module_fails_the_task_unrun(
+    runtime: InlineRuntime, function: str
+) -> None:
+    with pytest.raises(TaskFailed, match="only public functions") as refused:
+        await runtime.run(_task({"function": function}))
+
+    assert "allow-list" not in str(refused.value)  # not the "module not allowed" refusal
+
+
+@pytest.mark.parametrize(
+    "function",
+    ["tests.unit.inline_targets:instance.__call__", "tests.unit.inline_targets:defined.__globals__"],
+)
+async def test_a_dotted_attribute_path_is_refused_as_invalid(runtime: InlineRuntime, function: str) -> None:
+    with pytest.raises(TaskFailed, match="invalid attributes"):
+        await runtime.run(_task({"function": function}))
 
 
 async def test_a_missing_function_fails_the_task(runtime: InlineRuntime) -> None:
