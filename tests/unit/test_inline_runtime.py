@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
+from runtimes.builtin import MAX_SLEEP_SECONDS
 from runtimes.inline import InlineRuntime, module_allowed
 from runtimes.registry import RuntimeNotInstalled, installed_runtimes, load_runtime
 from taskbroker.models import Task, TaskState, utcnow
@@ -144,6 +146,40 @@ async def test_any_other_callable_of_an_allowed_module_fails_the_task_unrun(
 async def test_a_dotted_attribute_path_is_refused_as_invalid(runtime: InlineRuntime, function: str) -> None:
     with pytest.raises(TaskFailed, match="invalid attributes"):
         await runtime.run(_task({"function": function}))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param({"kwargs": {"seconds": 1e308}}, id="huge"),
+        pytest.param({"args": [1e308]}, id="huge-positional"),
+        pytest.param({"kwargs": {"seconds": 10**400}}, id="huge-int"),
+        pytest.param({"kwargs": {"seconds": MAX_SLEEP_SECONDS + 1}}, id="over-the-maximum"),
+        pytest.param({"kwargs": {"seconds": math.inf}}, id="infinite"),
+        pytest.param({"kwargs": {"seconds": math.nan}}, id="nan"),
+        pytest.param({"kwargs": {"seconds": -1}}, id="negative"),
+        pytest.param({"kwargs": {"seconds": "10"}}, id="text"),
+        pytest.param({"kwargs": {"seconds": True}}, id="bool"),
+        pytest.param({"kwargs": {"seconds": None}}, id="null"),
+    ],
+)
+async def test_builtin_sleep_refuses_a_duration_it_should_not_wait_at_once(
+    runtime: InlineRuntime, call: dict[str, object]
+) -> None:
+    run = runtime.run(_task({"function": "runtimes.builtin:sleep", **call}))
+
+    with pytest.raises(ValueError, match=f"seconds from 0 to {MAX_SLEEP_SECONDS:g}"):
+        await asyncio.wait_for(run, timeout=30)  # bounds a hang only: the refusal is immediate
+
+
+@pytest.mark.parametrize("seconds", [0, 0.01, 0.5])
+async def test_builtin_sleep_waits_a_duration_within_bounds_and_returns_it(
+    runtime: InlineRuntime, seconds: float
+) -> None:
+    assert (
+        await runtime.run(_task({"function": "runtimes.builtin:sleep", "kwargs": {"seconds": seconds}}))
+        == seconds
+    )
 
 
 async def test_a_missing_function_fails_the_task(runtime: InlineRuntime) -> None:
