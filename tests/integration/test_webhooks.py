@@ -238,6 +238,20 @@ async def test_callback_url_off_the_allow_list_or_malformed_is_422(
     assert complaint in response.text
 
 
+async def test_a_batch_with_one_callback_to_an_unlisted_port_is_refused_whole(
+    api: Api, receiver: WebhookReceiver
+) -> None:
+    await api.register(SCHEDULER)
+    listed = {"scheduler": SCHEDULER, "attributes": ECHO, "callback_url": receiver.url}
+    unlisted = {**listed, "callback_url": "http://127.0.0.1:6379/hook"}
+
+    response = await api.http.post("/task/schedule/batch", json={"tasks": [listed, unlisted]})
+
+    assert response.status_code == 422, response.text
+    assert "'127.0.0.1:6379' is not in TASKBROKER_WEBHOOK_HOSTS" in response.text
+    assert (await api.http.get("/tasks")).json()["tasks"] == []
+
+
 async def test_callback_url_with_an_empty_allow_list_is_422_naming_the_setting(
     settings: Settings, real: Backends
 ) -> None:
