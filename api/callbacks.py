@@ -17,7 +17,7 @@ def _invalid(message: str) -> RequestValidationError:
 
 
 def check_callback_url(url: str, settings: Settings) -> None:
-    """422 unless ``url`` is an http(s) URL without credentials on an allow-listed host, and
+    """422 unless ``url`` is an http(s) URL without credentials to an allow-listed host and port, and
     the deployment can sign deliveries."""
     allowed = settings.webhook_allow_list
     if not allowed:
