@@ -15,6 +15,7 @@ from api.instrumentation import RequestMetrics
 from api.limits import BodySizeLimit
 from api.routers import events, health, schedulers, schedules, tasks, tokens
 from api.routers import metrics as metrics_router
+from api.routers.docs import docs_router
 from api.scheduling_lane import LanedFastAPI
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
@@ -52,6 +53,10 @@ def create_app(
         summary="Schedule tasks onto named queues; consumers run them through pluggable runtimes.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by api.routers.docs instead, as TASKBROKER_API_DOCS says (a token by default).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.backends = backends
@@ -73,6 +78,8 @@ def create_app(
     ):
         app.include_router(router)
     app.include_router(events.router)
+    if (docs := docs_router(app, settings.api_docs)) is not None:
+        app.include_router(docs)
     # Metrics: request latency of every response (added last: outermost, so refusals such as 413 count too).
     app.state.live_state = LiveState(backends.store, backends.broker)
     app.add_middleware(RequestMetrics)

@@ -1,4 +1,10 @@
-"""Inline: run an allow-listed Python callable inside the consumer process."""
+"""Inline: run a function of an allow-listed Python module inside the consumer process.
+
+Two gates, both checked before anything runs: the module must be on the consumer's allow-list
+(``--allow``: the module or a package above it), and the name must be a public function of that
+module (``runnable``). Without the second, allowing a module would allow everything it imports
+(``runtimes.builtin:Any``, ``os`` through ``module:os``) and every class it defines.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +39,22 @@ class InlineCall(BaseModel):  # type: ignore[no-redef]  # pydantic-mypy clash on
 def module_allowed(module: str, allow: tuple[str, ...]) -> bool:
     """True if ``module`` is an allow-listed module or inside an allow-listed package."""
     return any(module == entry or module.startswith(entry + ".") for entry in allow)
+
+
+def runnable(module: ModuleType, name: str) -> Callable[..., Any] | None:
+    """The function ``module.name`` if Inline may run it, else None: a public name (no leading
+    ``_``) of a plain Python function (``def`` or ``async def``; not a class, builtin, callable
+    object or partial) that the module defines itself or names in its ``__all__`` (how a module
+    says it re-exports an imported function on purpose)."""
+    if name.startswith("_"):
+        return None
+    target = getattr(module, name, None)
+    if not inspect.isfunction(target):
+        return None
+    exported = getattr(module, "__all__", ())
+    if target.__module__ == module.__name__ or (isinstance(exported, list | tuple) and name in exported):
+        return target
+    return None
 
 
 class _SyncCall:
@@ -184,11 +207,18 @@ class InlineRuntime(Runtime):
                 "start the consumer with --allow to permit it"
             )
         try:
-            target = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as exc:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
             raise TaskFailed(f"cannot load {function!r}: {exc}") from exc
-        if not callable(target):
-            raise TaskFailed(f"{function!r} is not callable")
+        if not hasattr(module, attribute):
+            raise TaskFailed(f"cannot load {function!r}: module {module_name!r} has no {attribute!r}")
+        target = runnable(module, attribute)
+        if target is None:
+            raise TaskFailed(
+                f"{function!r} may not run: Inline runs only public functions (def or async def) "
+                f"defined in {module_name!r} itself or named in its __all__, not classes, builtins, "
+                "callable objects, names it imports or names starting with '_'"
+            )
         found = self._resolved[function] = (target, inspect.iscoroutinefunction(target))
         return found
 

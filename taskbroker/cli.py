@@ -284,7 +284,7 @@ def schedule(
         str | None, typer.Option(help="Idempotency key: while a task holding it is live, print that task.")
     ] = None,
     callback_url: Annotated[
-        str | None, typer.Option(help="POST the final task here (host on TASKBROKER_WEBHOOK_HOSTS).")
+        str | None, typer.Option(help="POST the final task here (host and port on TASKBROKER_WEBHOOK_HOSTS).")
     ] = None,
     count: Annotated[
         int, typer.Option(min=1, help="Schedule this many copies, in batches, with a progress bar.")

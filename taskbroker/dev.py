@@ -62,11 +62,14 @@ def banner(url: str, embedded: bool, admin_token: str, generated: bool) -> str:
         f'  curl -s -X POST {url}/task/schedule -H "Authorization: Bearer $TASKBROKER_TOKEN" \\\n'
         f"       -H 'Content-Type: application/json' -d '{example}'\n"
         f'  curl -s -H "Authorization: Bearer $TASKBROKER_TOKEN" {url}/task/<id from the answer>\n\n'
-        f"API docs: {url}/docs   Stop: Ctrl-C\n"
+        f"API docs (no token needed in dev): {url}/docs   Stop: Ctrl-C\n"
     )
 
 
 async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: int) -> None:
+    if "api_docs" not in settings.model_fields_set:
+        # The banner's docs link is for a browser, which sends no token; `dev` is a local trial.
+        settings = settings.model_copy(update={"api_docs": "public"})
     generated = settings.admin_token is None
     if generated:
         settings = settings.model_copy(update={"admin_token": SecretStr(secrets.token_urlsafe(32))})

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskbroker.names import KEY_PREFIX_PATTERN
+from taskbroker.webhook_hosts import InvalidWebhookHost, WebhookAllowList
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+ApiDocsAccess = Literal["token", "public", "off"]
+"""Who may read the API's schema and docs pages: token holders (any role), anyone, no one."""
 
 
 class Settings(BaseSettings):
@@ -61,6 +66,10 @@ class Settings(BaseSettings):
     max_attributes_bytes: int = Field(default=64 * 1024, ge=64)
     max_attributes_depth: int = Field(default=32, ge=1)
     max_timeout: timedelta = timedelta(days=7)
+    api_docs: ApiDocsAccess = Field(
+        default="token",
+        description="Who may read /openapi.json, /docs and /redoc: any token holder, anyone, or no one.",
+    )
     schedule_rate_limit: int = Field(
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
@@ -75,7 +84,9 @@ class Settings(BaseSettings):
 
     # Webhooks (README, "Webhooks")
     webhook_hosts: str = Field(
-        default="", description="Comma-separated host names a task's callback_url may name; empty: none."
+        default="",
+        description="Comma-separated host or host:port entries a task's callback_url may reach; "
+        "a host alone means its scheme's default port only; empty: none (taskbroker.webhook_hosts).",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="The HMAC-SHA256 key signing webhook deliveries; required for webhooks."
@@ -86,9 +97,19 @@ class Settings(BaseSettings):
     )
     webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook POST may take.")
 
+    @field_validator("webhook_hosts")
+    @classmethod
+    def _webhook_hosts_parse(cls, value: str) -> str:
+        try:
+            WebhookAllowList.parse(value)
+        except InvalidWebhookHost as exc:
+            raise ValueError(f"TASKBROKER_WEBHOOK_HOSTS: {exc}") from exc
+        return value
+
     @property
-    def webhook_host_set(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.webhook_hosts.split(",") if h.strip())
+    def webhook_allow_list(self) -> WebhookAllowList:
+        """Parsed on each use (a few entries): a settings copy with other hosts is never stale."""
+        return WebhookAllowList.parse(self.webhook_hosts)
 
     # Task events (README, "Events")
     events_max_length: int = Field(

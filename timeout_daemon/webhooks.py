@@ -50,6 +50,7 @@ class WebhookDispatcher:
         if settings.webhook_secret is None:
             raise ValueError("the webhook dispatcher needs TASKBROKER_WEBHOOK_SECRET to sign deliveries")
         self._settings = settings
+        self._allowed = settings.webhook_allow_list
         self._secret = settings.webhook_secret.get_secret_value().encode()
         self._deliveries = WebhookDeliveries(store)
         self._batch = batch
@@ -87,9 +88,13 @@ class WebhookDispatcher:
         bound = log.bind(
             task_id=task_id, scheduler=task.scheduler, attempt=due.attempt, host=urlsplit(url).hostname
         )
-        if (urlsplit(url).hostname or "").lower() not in self._settings.webhook_host_set:
+        # Checked again at delivery (the API checked at scheduling): a list narrowed since then
+        # stops what is already queued. Redirects are never followed, so this is the only URL.
+        if not self._allowed.admits_url(url):
             await self._deliveries.done(task_id)
-            bound.warning("webhook.gave_up", reason="its host is no longer in TASKBROKER_WEBHOOK_HOSTS")
+            bound.warning(
+                "webhook.gave_up", reason="its host and port are no longer in TASKBROKER_WEBHOOK_HOSTS"
+            )
             return "dropped"
         body = task.model_dump_json().encode()
         headers = {

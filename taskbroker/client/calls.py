@@ -48,7 +48,7 @@ class TaskSpec:
     key: str | None = None
     """Idempotency key: while a live task holds it, scheduling answers with that task."""
     callback_url: str | None = None
-    """POSTed the final task (its host must be on TASKBROKER_WEBHOOK_HOSTS)."""
+    """POSTed the final task (its host and port must be on TASKBROKER_WEBHOOK_HOSTS)."""
 
 
 class TaskPage(BaseModel):

@@ -71,6 +71,7 @@ def test_dev_generates_an_admin_token_prints_it_and_requires_it(key_prefix: str,
         token = dev.wait_for_stdout(r"Admin token \(generated[^:]*: (\S+)").group(1)
         with httpx.Client(base_url=url, timeout=30) as anonymous:
             refused = anonymous.get("/schedulers")
+            docs = anonymous.get("/docs")  # the banner's link opens in a browser, without the token
         with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
             final = BlockingApi(http, url).wait_for_state(
                 BlockingApi(http, url).schedule("default", {"function": "runtimes.builtin:noop"})["id"]
@@ -79,5 +80,6 @@ def test_dev_generates_an_admin_token_prints_it_and_requires_it(key_prefix: str,
         processes.kill_all()
 
     assert refused.status_code == 401
+    assert docs.status_code == 200
     assert final["state"] == "complete"
     assert f"TASKBROKER_TOKEN={token}" in dev.stdout()

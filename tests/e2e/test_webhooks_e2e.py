@@ -22,8 +22,8 @@ SECRET = "e2e-webhook-secret-0123456789abcdef"
 def test_timeout_daemon_process_posts_the_signed_final_task_once(
     processes: Processes, http: httpx.Client
 ) -> None:
-    processes.env.update(TASKBROKER_WEBHOOK_HOSTS="127.0.0.1", TASKBROKER_WEBHOOK_SECRET=SECRET)
     receiver = WebhookReceiver().start()
+    processes.env.update(TASKBROKER_WEBHOOK_HOSTS=receiver.host_port, TASKBROKER_WEBHOOK_SECRET=SECRET)
     try:
         _, url = processes.api()
         assert http.post(f"{url}/scheduler", json={"name": SCHEDULER}).status_code == 201

@@ -3,6 +3,7 @@ real servers (tokens live in Redis under the test's prefix)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from taskbroker.backends import Backends
+from taskbroker.backends import Backends, embedded_backends
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
 from taskbroker.tokens import Role, TokenStore
@@ -114,6 +115,28 @@ async def test_a_token_with_the_right_id_but_a_wrong_secret_is_401(callers: Call
     forged = f"tb_{created['id']}_{'A' * 43}"
 
     assert (await callers.with_token(forged).http.get("/schedulers")).status_code == 401
+
+
+def _every_operation_but_health() -> list[tuple[str, str]]:
+    """Each method and path of the app's schema, path parameters filled with "x" (the token is
+    checked before the path is validated). Read from the app itself, so a route added later
+    without a token check fails here; the docs routes, not in the schema, are tested below."""
+    schema = create_app(Settings(), embedded_backends(Settings())).openapi()
+    return sorted(
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, operations in schema["paths"].items()
+        if path != "/health"
+        for method in operations
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), _every_operation_but_health())
+async def test_every_operation_in_the_schema_but_health_refuses_a_request_without_a_token(
+    callers: Callers, method: str, path: str
+) -> None:
+    response = await callers.with_token(None).http.request(method, path)
+
+    assert response.status_code == 401, response.text
 
 
 async def test_health_needs_no_token(callers: Callers) -> None:
@@ -341,3 +364,61 @@ async def test_a_surrogate_pair_is_ordinary_text(callers: Callers) -> None:
 
     assert response.status_code == 201, response.text
     assert response.json()["attributes"] == {"emoji": "\N{GRINNING FACE}"}
+
+
+# The API's own documentation (TASKBROKER_API_DOCS)
+
+API_DOCS = [
+    pytest.param("/openapi.json", "application/json", id="openapi.json"),
+    pytest.param("/docs", "text/html", id="docs"),
+    pytest.param("/redoc", "text/html", id="redoc"),
+]
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_need_a_token_by_default(callers: Callers, path: str, content_type: str) -> None:
+    anonymous = await callers.with_token(None).http.get(path)
+    worker = await (await callers.as_new("worker")).http.get(path)
+
+    assert anonymous.status_code == 401
+    assert "Authorization: Bearer" in anonymous.json()["detail"]
+    assert worker.status_code == 200
+    assert worker.headers["content-type"].startswith(content_type)
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_set_public_need_no_token(
+    settings: Settings, real: Backends, path: str, content_type: str
+) -> None:
+    public = create_app(settings.model_copy(update={"api_docs": "public"}), real, owns_backends=False)
+    callers = Callers(public, settings)
+    try:
+        response = await callers.with_token(None).http.get(path)
+        scheduling = await callers.with_token(None).schedule("alpha")
+    finally:
+        await callers.close()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(content_type)
+    assert scheduling.status_code == 401
+
+
+@pytest.mark.parametrize(("path", "content_type"), API_DOCS)
+async def test_api_docs_set_off_are_not_served_even_to_an_admin(
+    settings: Settings, real: Backends, path: str, content_type: str
+) -> None:
+    off = create_app(settings.model_copy(update={"api_docs": "off"}), real, owns_backends=False)
+    callers = Callers(off, settings)
+    try:
+        response = await callers.admin.http.get(path)
+    finally:
+        await callers.close()
+
+    assert response.status_code == 404
+
+
+async def test_the_served_schema_is_the_apps_schema_without_the_docs_routes(callers: Callers) -> None:
+    served = (await callers.admin.http.get("/openapi.json")).json()
+
+    assert served == callers.app.openapi()
+    assert not {"/openapi.json", "/docs", "/redoc"} & set(served["paths"])

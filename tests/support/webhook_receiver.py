@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 that records webhook deliveries, for tests.
 
-It answers each POST with the next status of a script (then 200 for ever), optionally after a
-pause, and keeps every request it received, so a test can count deliveries and check headers.
+It answers each POST with the next status of a script (``answer``; then 200 for ever),
+optionally after a pause and with extra headers, and keeps every request it received, so a test
+can count deliveries and check headers. Its port is known from construction, so a test can put
+``host_port`` on the webhook allow-list before it decides what the receiver answers.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, statuses: tuple[int, ...] = (), pause: float = 0.0) -> None:
-        self._statuses = list(statuses)
-        self._pause = pause
+    def __init__(self) -> None:
+        self._statuses: list[int] = []
+        self._pause = 0.0
+        self._headers: dict[str, str] = {}
         self._lock = threading.Lock()
         self.received: list[Received] = []
         receiver = self
@@ -37,6 +40,8 @@ class WebhookReceiver:
                 with receiver._lock:
                     receiver.received.append(Received(self.path, dict(self.headers.items()), body, status))
                 self.send_response(status)
+                for name, value in receiver._headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -46,13 +51,29 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def answer(
+        self, *statuses: int, pause: float = 0.0, headers: dict[str, str] | None = None
+    ) -> WebhookReceiver:
+        """Answer the next POSTs with ``statuses`` in turn (then 200), each after ``pause``
+        seconds, every one with ``headers``."""
+        with self._lock:
+            self._statuses = list(statuses)
+            self._pause = pause
+            self._headers = dict(headers or {})
+        return self
+
     def _next_status(self) -> int:
         with self._lock:
             return self._statuses.pop(0) if self._statuses else 200
 
     @property
+    def host_port(self) -> str:
+        """The ``TASKBROKER_WEBHOOK_HOSTS`` entry that admits this receiver."""
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        return f"http://{self.host_port}/hook"
 
     def start(self) -> WebhookReceiver:
         self._thread.start()

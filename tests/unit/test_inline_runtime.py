@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
+from runtimes.builtin import MAX_SLEEP_SECONDS
 from runtimes.inline import InlineRuntime, module_allowed
 from runtimes.registry import RuntimeNotInstalled, installed_runtimes, load_runtime
 from taskbroker.models import Task, TaskState, utcnow
@@ -36,7 +38,12 @@ async def runtime() -> AsyncIterator[InlineRuntime]:
         RuntimeConfig(
             scheduler="s",
             concurrency=2,
-            allow=("runtimes.builtin", "tests.unit.returns", "tests.unit.blocking"),
+            allow=(
+                "runtimes.builtin",
+                "tests.unit.returns",
+                "tests.unit.blocking",
+                "tests.unit.inline_targets",
+            ),
         )
     )
     await built.start()
@@ -86,6 +93,93 @@ async def test_invalid_attributes_fail_the_task_clearly(
 ) -> None:
     with pytest.raises(TaskFailed, match="invalid attributes"):
         await runtime.run(_task(attributes))
+
+
+@pytest.mark.parametrize(
+    ("name", "result"),
+    [
+        pytest.param("defined", {"ran": "defined"}, id="defined-here"),
+        pytest.param("defined_async", "defined_async", id="async-defined-here"),
+        pytest.param("wait_for_release", "x", id="imported-but-in-__all__"),
+    ],
+)
+async def test_a_public_function_defined_in_the_module_or_named_in_its_all_runs(
+    runtime: InlineRuntime, name: str, result: object
+) -> None:
+    blocking.released.set()
+    args = ["x"] if name == "wait_for_release" else []
+
+    assert await runtime.run(_task({"function": f"tests.unit.inline_targets:{name}", "args": args})) == result
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        pytest.param("tests.unit.inline_targets:imported", id="imported-function"),
+        pytest.param("tests.unit.inline_targets:join", id="imported-by-its-own-name"),
+        pytest.param("tests.unit.inline_targets:special_form", id="imported-special-form"),
+        pytest.param("tests.unit.inline_targets:Any", id="imported-typing-name"),
+        pytest.param("runtimes.builtin:Any", id="builtin-module-import"),
+        pytest.param("tests.unit.inline_targets:builtin", id="builtin-function"),
+        pytest.param("tests.unit.inline_targets:functools", id="imported-module"),
+        pytest.param("tests.unit.inline_targets:Listed", id="class-in-__all__"),
+        pytest.param("tests.unit.inline_targets:_Callable", id="private-class"),
+        pytest.param("tests.unit.inline_targets:instance", id="callable-instance"),
+        pytest.param("tests.unit.inline_targets:partial", id="partial"),
+        pytest.param("tests.unit.inline_targets:_private", id="private-function"),
+        pytest.param("tests.unit.inline_targets:__getattribute__", id="dunder"),
+    ],
+)
+async def test_any_other_callable_of_an_allowed_module_fails_the_task_unrun(
+    runtime: InlineRuntime, function: str
+) -> None:
+    with pytest.raises(TaskFailed, match="only public functions") as refused:
+        await runtime.run(_task({"function": function}))
+
+    assert "allow-list" not in str(refused.value)  # not the "module not allowed" refusal
+
+
+@pytest.mark.parametrize(
+    "function",
+    ["tests.unit.inline_targets:instance.__call__", "tests.unit.inline_targets:defined.__globals__"],
+)
+async def test_a_dotted_attribute_path_is_refused_as_invalid(runtime: InlineRuntime, function: str) -> None:
+    with pytest.raises(TaskFailed, match="invalid attributes"):
+        await runtime.run(_task({"function": function}))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param({"kwargs": {"seconds": 1e308}}, id="huge"),
+        pytest.param({"args": [1e308]}, id="huge-positional"),
+        pytest.param({"kwargs": {"seconds": 10**400}}, id="huge-int"),
+        pytest.param({"kwargs": {"seconds": MAX_SLEEP_SECONDS + 1}}, id="over-the-maximum"),
+        pytest.param({"kwargs": {"seconds": math.inf}}, id="infinite"),
+        pytest.param({"kwargs": {"seconds": math.nan}}, id="nan"),
+        pytest.param({"kwargs": {"seconds": -1}}, id="negative"),
+        pytest.param({"kwargs": {"seconds": "10"}}, id="text"),
+        pytest.param({"kwargs": {"seconds": True}}, id="bool"),
+        pytest.param({"kwargs": {"seconds": None}}, id="null"),
+    ],
+)
+async def test_builtin_sleep_refuses_a_duration_it_should_not_wait_at_once(
+    runtime: InlineRuntime, call: dict[str, object]
+) -> None:
+    run = runtime.run(_task({"function": "runtimes.builtin:sleep", **call}))
+
+    with pytest.raises(ValueError, match=f"seconds from 0 to {MAX_SLEEP_SECONDS:g}"):
+        await asyncio.wait_for(run, timeout=30)  # bounds a hang only: the refusal is immediate
+
+
+@pytest.mark.parametrize("seconds", [0, 0.01, 0.5])
+async def test_builtin_sleep_waits_a_duration_within_bounds_and_returns_it(
+    runtime: InlineRuntime, seconds: float
+) -> None:
+    assert (
+        await runtime.run(_task({"function": "runtimes.builtin:sleep", "kwargs": {"seconds": seconds}}))
+        == seconds
+    )
 
 
 async def test_a_missing_function_fails_the_task(runtime: InlineRuntime) -> None:
