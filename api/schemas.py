@@ -39,6 +39,7 @@ class ScheduleRequest(BaseModel):
 
     priority: int = Field(
         default=0,
+        strict=True,
         ge=0,
         le=MAX_PRIORITY,
         description="0 (lowest, the default) to 9 (highest): of a scheduler's waiting tasks, "

@@ -12,6 +12,7 @@ from taskbroker.names import KEY_PREFIX_PATTERN
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MAX_DURATION = timedelta(days=36500)
 
 
 class Settings(BaseSettings):
@@ -117,6 +118,15 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("default_timeout", "retention", "max_timeout", "schedule_grace")
+    @classmethod
+    def _at_most_a_century(cls, value: timedelta) -> timedelta:
+        """Added to request date-times, which the API bounds so that a century cannot overflow
+        (taskbroker.models.LATEST)."""
+        if value > MAX_DURATION:
+            raise ValueError("must be at most 100 years (P36500D)")
         return value
 
     @property
