@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     max_attributes_bytes: int = Field(default=64 * 1024, ge=64)
     max_attributes_depth: int = Field(default=32, ge=1)
     max_timeout: timedelta = timedelta(days=7)
+    http_max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Largest request line and headers (431 above)."
+    )
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds from a request's first byte to the end of its headers."
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds from the end of a request's headers to the end of its body."
+    )
+    http_keep_alive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a connection may stay open without a request in flight."
+    )
     schedule_rate_limit: int = Field(
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
