@@ -359,7 +359,7 @@ def _schedule_body(trigger: str, **kwargs: Any) -> dict[str, Any]:
     return {"name": "edge", "scheduler": "alpha", "trigger": trigger, "trigger_kwargs": kwargs}
 
 
-DATETIME_FIELDS: list[tuple[str, str, Any, tuple[str, ...]]] = [
+DATETIME_FIELDS: list[tuple[str, str, Any, tuple[str | int, ...]]] = [
     ("POST", "/task/schedule", lambda t: {"scheduler": "alpha", "timeout": t}, ("body", "timeout")),
     (
         "POST",
