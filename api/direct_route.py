@@ -8,7 +8,8 @@ of the API's CPU for a one-task request. A ``DirectRoute`` handles the request w
 ``application/json`` that its model validates, with no header parameter sent and no dependency
 overridden: it validates the body with pydantic's own JSON parser, calls each dependency with
 the request and calls the endpoint. Every other request, and every body that does not validate,
-takes FastAPI's own path, so FastAPI stays the one place that words input errors; errors raised
+takes the general path (a JsonBodyRoute's checks, then FastAPI's), so FastAPI stays the one
+place that words input errors; errors raised
 by dependencies or the endpoint reach the app's handlers as before. The OpenAPI document is the
 one FastAPI builds from the endpoint's signature.
 
@@ -26,13 +27,14 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+
+from api.json_body import JsonBodyRoute
 
 JSON = b"application/json"
 
 
-class DirectRoute(APIRoute):
+class DirectRoute(JsonBodyRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         general = super().get_route_handler()
         binding = DirectBinding(self._effective_dependant(), self.path)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from taskbroker.errors import (
     BrokerUnavailable,
@@ -47,6 +50,7 @@ STATUS_OF: dict[type[Exception], int] = {
 }
 
 RETRY_AFTER_SECONDS = "2"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -70,6 +74,28 @@ def install_error_handlers(app: FastAPI) -> None:
         body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True, default=str)
         return Response(body, status_code=422, media_type="application/json")
 
+    async def on_method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's 405 lists the methods of the first route of the path only; a path is
+        # often several routes (GET, PATCH and DELETE /schedules/{id}).
+        allowed = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+        return JSONResponse(
+            {"detail": f"{request.method} is not allowed on {request.url.path}: use {allowed}"},
+            status_code=405,
+            headers={"Allow": allowed},
+        )
+
+    app.add_exception_handler(405, on_method_not_allowed)
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(TaskbrokerError, on_taskbroker_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path, asked of each route the way the
+    router asks (``matches``), so routes nested in included routers answer too. OPTIONS is
+    listed only where a route takes it: the API answers no preflight of its own."""
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from api.http_limits import BoundedHttpToolsProtocol
 
 
 class TurnJoinedTransport(asyncio.Transport):
@@ -92,9 +92,9 @@ class TurnJoinedTransport(asyncio.Transport):
         self._transport.write_eof()
 
 
-class TurnJoinedHttpToolsProtocol(HttpToolsProtocol):
-    """The protocol uvicorn runs (``uvicorn.Config(http=...)``), writing through a
-    TurnJoinedTransport; flow control still watches the socket itself."""
+class TurnJoinedHttpToolsProtocol(BoundedHttpToolsProtocol):
+    """The protocol uvicorn runs (``uvicorn.Config(http=...)``): bounded (api.http_limits),
+    writing through a TurnJoinedTransport; flow control still watches the socket itself."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -42,6 +42,7 @@ class RequestMetrics:
 
 def _route_template(scope: Scope) -> str:
     """The template of the route that served the request; ``<unmatched>`` for a request refused
-    before routing (an unknown path, a body over the size limit)."""
+    before routing (an unknown path, a body over the size limit). The template is written without
+    path convertors (``/task/{task_id}``, as OpenAPI shows it)."""
     route = scope.get("route")
-    return UNMATCHED if route is None else str(getattr(route, "path", UNMATCHED))
+    return UNMATCHED if route is None else str(getattr(route, "path_format", UNMATCHED))

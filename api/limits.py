@@ -3,6 +3,7 @@ before it costs Redis or RabbitMQ anything."""
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -17,9 +18,13 @@ from taskbroker.settings import Settings
 from taskbroker.store import TaskStore, redis_call
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value, iteratively (a recursive walk is what deep input attacks)."""
+def _shape(value: Any) -> tuple[int, bool]:
+    """Nesting depth of a decoded JSON value, and whether it holds a number JSON cannot carry:
+    NaN, Infinity, or a literal too large for a double (1e400 decodes as infinity). Stored,
+    those would come back as null. One iterative walk (a recursive one is what deep input
+    attacks)."""
     deepest = 0
+    non_finite = False
     stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
@@ -29,7 +34,9 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             deepest = max(deepest, level)
             stack.extend((child, level + 1) for child in item)
-    return deepest
+        elif isinstance(item, float) and not math.isfinite(item):
+            non_finite = True
+    return deepest, non_finite
 
 
 def _invalid(field: str, message: str) -> RequestValidationError:
@@ -49,7 +56,13 @@ def check_task_input(attributes: dict[str, Any], timeout: datetime | None, setti
             f"attributes are {size} bytes of JSON; the limit is {settings.max_attributes_bytes}: "
             "pass large data by reference (a URL or object key) instead",
         )
-    depth = _depth(attributes)
+    depth, non_finite = _shape(attributes)
+    if non_finite:
+        raise _invalid(
+            "attributes",
+            "attributes hold NaN, Infinity or a number beyond a double's range (such as 1e400), "
+            "which JSON cannot carry: send such a value as a string",
+        )
     if depth > settings.max_attributes_depth:
         raise _invalid(
             "attributes",

@@ -39,6 +39,7 @@ class ScheduleRequest(BaseModel):
 
     priority: int = Field(
         default=0,
+        strict=True,
         ge=0,
         le=MAX_PRIORITY,
         description="0 (lowest, the default) to 9 (highest): of a scheduler's waiting tasks, "
@@ -93,6 +94,7 @@ class ReadyStatus(BaseModel):
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body could not be read as JSON text (UTF-8)"},
     413: {"model": ErrorBody, "description": "Request body over the size limit"},
+    415: {"model": ErrorBody, "description": "The body is not sent as application/json (or a +json type)"},
 }
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,6 +12,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from api.http_limits import HttpLimits, LimitedConfig, require_uvicorn_protocol
 from api.http_protocol import TurnJoinedHttpToolsProtocol
 
 
@@ -49,11 +50,21 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(signum, handler)
 
 
-def draining_server(app: FastAPI, *, host: str, port: int) -> DrainingServer:
+def draining_server(
+    app: FastAPI, *, host: str, port: int, limits: HttpLimits | None = None
+) -> DrainingServer:
     """Our logging is structlog's, so uvicorn's own log config and access log stay off. HTTP is
-    parsed by httptools, and each connection's writes of a loop turn leave together."""
-    config = uvicorn.Config(
-        app, host=host, port=port, http=TurnJoinedHttpToolsProtocol, log_config=None, access_log=False
+    parsed by httptools within ``limits`` (the defaults: HttpLimits()), and each connection's
+    writes of a loop turn leave together."""
+    require_uvicorn_protocol()
+    config = LimitedConfig(
+        app,
+        limits=limits or HttpLimits(),
+        host=host,
+        port=port,
+        http=TurnJoinedHttpToolsProtocol,
+        log_config=None,
+        access_log=False,
     )
     server = DrainingServer(config)
     hub = getattr(app.state, "event_hub", None)

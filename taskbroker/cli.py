@@ -101,12 +101,14 @@ def api(
 ) -> None:
     """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
     from api.app import create_app
+    from api.http_limits import HttpLimits
     from api.server import draining_server
     from taskbroker.backends import real_backends
 
     settings = _server_settings("api")
     backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
-    _run(draining_server(create_app(settings, backends), host=host, port=port).serve())
+    app = create_app(settings, backends)
+    _run(draining_server(app, host=host, port=port, limits=HttpLimits.of(settings)).serve())
 
 
 def _serve_process(

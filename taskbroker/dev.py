@@ -14,6 +14,7 @@ import structlog
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.http_limits import HttpLimits
 from api.server import DrainingServer, draining_server
 from runtimes.base import RuntimeConfig
 from runtimes.inline import InlineRuntime
@@ -109,7 +110,7 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     background.append(asyncio.create_task(run_dispatcher_if_configured(settings, backends.store, stop)))
 
     app = create_app(settings, backends, owns_backends=False)
-    server = draining_server(app, host=host, port=port)
+    server = draining_server(app, host=host, port=port, limits=HttpLimits.of(settings))
 
     def banner_for(url: str) -> str:
         return banner(url, embedded, admin_token, generated)

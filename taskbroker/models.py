@@ -41,13 +41,34 @@ class TaskState(enum.StrEnum):
 LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Every date-time the API accepts lies in [EARLIEST, LATEST]: a Unix timestamp of one is never
+negative, and a millennium is left before Python's year 9999, so adding any duration the API
+allows (at most a century: triggers.MAX_INTERVAL, Settings) cannot overflow."""
+DATETIME_RANGE = "between 1970-01-01T00:00:00Z and 9000-01-01T00:00:00Z"
+
+
+def in_range_utc(value: datetime) -> datetime:
+    """``value`` (aware) in UTC; ValueError, saying the range, when outside [EARLIEST, LATEST]
+    (a value near year 1 or 9999 with an offset cannot even be converted to UTC)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must be {DATETIME_RANGE}")
+    return utc
+
+
 def _require_aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must include a timezone, e.g. 2026-01-01T12:00:00Z")
-    return value.astimezone(UTC)
+    return in_range_utc(value)
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_require_aware_utc)]
+"""A request's date-time: with a timezone, within the API's range, converted to UTC."""
 SchedulerName = Annotated[str, Field(pattern=SCHEDULER_NAME_PATTERN, examples=["default"])]
 
 

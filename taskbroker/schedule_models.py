@@ -15,6 +15,8 @@ from taskbroker.triggers import TriggerKind, TriggerSpec
 ScheduleName = Annotated[UnicodeText, Field(min_length=1, max_length=200, examples=["nightly-report"])]
 CronLine = Annotated[str, Field(max_length=200, examples=["0 12 * * 1"])]
 TimezoneName = Annotated[str, Field(min_length=1, max_length=64, examples=["UTC", "Europe/Amsterdam"])]
+StrictBool = Annotated[bool, Field(strict=True)]
+"""true or false only: not "true", 1 or "yes" (a typo must not flip a schedule)."""
 TRIGGER_FIELDS = frozenset({"trigger", "trigger_kwargs", "cron", "timezone"})
 
 
@@ -60,8 +62,8 @@ class ScheduleSpec(BaseModel):
         description="Each created task's timeout, counted from its fire time "
         "(default: TASKBROKER_DEFAULT_TIMEOUT).",
     )
-    enabled: bool = True
-    no_overlap: bool = Field(
+    enabled: StrictBool = True
+    no_overlap: StrictBool = Field(
         default=False, description="Skip a fire time while the previous run of this schedule is still live."
     )
 
@@ -99,8 +101,8 @@ class SchedulePatch(BaseModel):
     cron: CronLine | None = None
     timezone: TimezoneName | None = None
     timeout_after: timedelta | None = None
-    enabled: bool | None = None
-    no_overlap: bool | None = None
+    enabled: StrictBool | None = None
+    no_overlap: StrictBool | None = None
 
     @field_validator("timeout_after")
     @classmethod

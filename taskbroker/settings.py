@@ -14,6 +14,7 @@ from taskbroker.webhook_hosts import InvalidWebhookHost, WebhookAllowList
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MAX_DURATION = timedelta(days=36500)
 
 ApiDocsAccess = Literal["token", "public", "off"]
 """Who may read the API's schema and docs pages: token holders (any role), anyone, no one."""
@@ -69,6 +70,18 @@ class Settings(BaseSettings):
     api_docs: ApiDocsAccess = Field(
         default="token",
         description="Who may read /openapi.json, /docs and /redoc: any token holder, anyone, or no one.",
+    )
+    http_max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Largest request line and headers (431 above)."
+    )
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds from a request's first byte to the end of its headers."
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds from the end of a request's headers to the end of its body."
+    )
+    http_keep_alive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a connection may stay open without a request in flight."
     )
     schedule_rate_limit: int = Field(
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
@@ -147,6 +160,15 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("default_timeout", "retention", "max_timeout", "schedule_grace")
+    @classmethod
+    def _at_most_a_century(cls, value: timedelta) -> timedelta:
+        """Added to request date-times, which the API bounds so that a century cannot overflow
+        (taskbroker.models.LATEST)."""
+        if value > MAX_DURATION:
+            raise ValueError("must be at most 100 years (P36500D)")
         return value
 
     @property

@@ -21,6 +21,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from taskbroker.errors import InvalidTrigger
+from taskbroker.models import DATETIME_RANGE, LATEST, in_range_utc
 
 TriggerKind = Literal["cron", "interval", "date"]
 
@@ -33,6 +34,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "date": ("run_date",),
 }
 MAX_INTERVAL = timedelta(days=366 * 100)
+"""The longest interval: with taskbroker.models.LATEST, fire-time arithmetic never overflows."""
 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _CRON_STEP = re.compile(r"^(\*|\d+|\d+-\d+)(?:/(\d+))?$")
@@ -111,12 +113,17 @@ def following_fire_time(spec: TriggerSpec, fired: datetime, now: datetime) -> da
     now stands for all of them, and the schedule continues from the next future fire time.
     """
     trigger = build_trigger(spec)
-    following = trigger.get_next_fire_time(fired, now)
-    if following is not None and following <= now:
-        following = trigger.get_next_fire_time(None, now)
-        if following is not None and following <= fired:
-            return None
-    return None if following is None else following.astimezone(UTC)
+    try:
+        following: datetime | None = trigger.get_next_fire_time(fired, now)
+        if following is not None and following <= now:
+            following = trigger.get_next_fire_time(None, now)
+            if following is not None and following <= fired:
+                return None
+    except OverflowError:  # a cron year near 9999: past the range, so never
+        return None
+    if following is None or following > LATEST:
+        return None
+    return following.astimezone(UTC)
 
 
 def validate(spec: TriggerSpec, now: datetime) -> datetime | None:
@@ -126,6 +133,8 @@ def validate(spec: TriggerSpec, now: datetime) -> datetime | None:
         raise InvalidTrigger("trigger_kwargs.run_date", "run_date is in the past: give a future time")
     if fire is None:
         raise InvalidTrigger("trigger_kwargs", "this trigger never fires (check end_date and the fields)")
+    if fire > LATEST:
+        raise InvalidTrigger("trigger_kwargs", f"the first fire time must be {DATETIME_RANGE}")
     return fire
 
 
@@ -176,6 +185,10 @@ def _datetime(value: Any, tz: ZoneInfo, where: str) -> datetime:
         raise InvalidTrigger(where, f"{value!r} is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)  # a time without a zone is in the schedule's timezone
+    try:
+        in_range_utc(parsed)
+    except ValueError as exc:
+        raise InvalidTrigger(where, f"{where.rpartition('.')[2]} {exc}") from None
     return parsed
 
 

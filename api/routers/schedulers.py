@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from api.auth import Admin, AnyCaller, require_scheduler
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.json_body import JsonBodyRoute
 from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing
@@ -18,7 +19,7 @@ from taskbroker.queue.base import QueueBroker
 from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 
-router = APIRouter(tags=["schedulers"])
+router = APIRouter(tags=["schedulers"], route_class=JsonBodyRoute)
 
 NamePath = Annotated[str, Path(pattern=SCHEDULER_NAME_PATTERN)]
 ERRORS: dict[int | str, dict[str, Any]] = {

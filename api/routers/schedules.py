@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from api.auth import Admin
 from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.json_body import JsonBodyRoute
 from api.limits import check_task_input
 from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker.errors import InvalidTrigger, ScheduleNotFound
@@ -35,7 +36,7 @@ from taskbroker.triggers import validate
 
 log = structlog.get_logger("taskbroker.api")
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(tags=["schedules"], route_class=JsonBodyRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,

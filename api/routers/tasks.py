@@ -8,12 +8,14 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import AnyCaller, Scheduling, require_scheduler
 from api.callbacks import check_callback_url
 from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
 from api.direct_route import DirectRoute
 from api.idempotency import IdempotencyKeyHeader, check_unique_keys, refuse_batch_header_key, with_header_key
+from api.json_body import JsonBodyRoute
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
     AUTH_ERRORS,
@@ -34,7 +36,25 @@ from taskbroker.tokens import Principal, Role
 
 log = structlog.get_logger("taskbroker.api")
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
+
+
+class _TaskIdConvertor(Convertor[str]):
+    """A task id in a path is any segment but ``schedule``: GET /task/schedule is then the
+    POST-only scheduling path (405), not a task id that is no UUID (422). The endpoint's UUID
+    annotation still validates it."""
+
+    regex = "(?!schedule$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+TASK_ID = "task_id"
+register_url_convertor(TASK_ID, _TaskIdConvertor())
 scheduling_router = APIRouter(tags=["tasks"], route_class=DirectRoute)
 """The hot endpoints: their common request skips FastAPI's general machinery (api.direct_route)."""
 
@@ -151,7 +171,7 @@ async def _visible_task(task_id: UUID, principal: Principal, store: TaskStore) -
     return task
 
 
-@router.get("/task/{task_id}", responses=ERRORS)
+@router.get(f"/task/{{task_id:{TASK_ID}}}", responses=ERRORS)
 async def get_task(task_id: UUID, principal: AnyCaller, store: StoreDep) -> Task:
     """A live task, or a finished one within the retention time."""
     return await _visible_task(task_id, principal, store)

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from api.auth import Admin, token_store
+from api.json_body import JsonBodyRoute
 from api.schemas import AUTH_ERRORS, BODY_ERRORS, CreatedToken, ErrorBody, TokenRequest
 from taskbroker.tokens import TokenRecord, TokenStore
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(tags=["tokens"], route_class=JsonBodyRoute)
 
 TokensDep = Annotated[TokenStore, Depends(token_store)]
 

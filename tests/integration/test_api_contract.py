@@ -3,6 +3,7 @@ and deleted. Every test runs on the real servers and on the embedded pair."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,3 +243,99 @@ async def test_deleting_an_idle_scheduler_is_204_and_an_unknown_one_404(api: Api
 
     assert (await api.http.delete("/scheduler/idle")).status_code == 204
     assert (await api.http.delete("/scheduler/idle")).status_code == 404
+
+
+# What a body must be, and which methods a path takes
+
+JSON_BODIES = [
+    ("POST", "/scheduler", {"name": "s"}),
+    ("POST", "/task/schedule", {"scheduler": "s", "attributes": ECHO}),
+    ("POST", "/task/schedule/batch", {"tasks": [{"scheduler": "s", "attributes": ECHO}]}),
+    ("POST", "/token", {"role": "client"}),
+    ("POST", "/schedules", {"name": "n", "scheduler": "s", "cron": "0 1 * * *"}),
+    ("PATCH", f"/schedules/{uuid.uuid4()}", {"enabled": False}),
+]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json",
+     "application/json; charset=utf-16", "application/jsonx"],
+)  # fmt: skip
+@pytest.mark.parametrize(("method", "path", "body"), JSON_BODIES)
+async def test_a_body_not_declared_as_json_is_415_with_a_json_detail(
+    api: Api, method: str, path: str, body: dict[str, Any], content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+
+    response = await api.http.request(method, path, content=json.dumps(body).encode(), headers=headers)
+
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON; charset=UTF-8", "application/vnd.taskbroker+json"]
+)
+async def test_json_and_any_plus_json_type_are_accepted(api: Api, content_type: str) -> None:
+    await api.register("s")
+    body = json.dumps({"scheduler": "s", "attributes": ECHO}).encode()
+
+    response = await api.http.post("/task/schedule", content=body, headers={"Content-Type": content_type})
+
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode("utf-16"),
+        lambda text: text.encode("utf-16-le"),
+        lambda text: text.encode("utf-32"),
+        lambda text: text.replace("{", '{"caf\xe9": 1, ', 1).encode("latin-1"),
+    ],
+    ids=["utf-16", "utf-16 without a BOM", "utf-32", "latin-1"],
+)
+@pytest.mark.parametrize(("method", "path", "body"), JSON_BODIES)
+async def test_a_body_that_is_not_utf8_is_400_never_decoded_otherwise(
+    api: Api, method: str, path: str, body: dict[str, Any], encode: Any
+) -> None:
+    await api.register("s")
+    text = json.dumps(body)
+
+    response = await api.http.request(
+        method, path, content=encode(text), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    assert "UTF-8" in response.json()["detail"]
+
+
+SOME_ID = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/task/schedule", {"POST"}),
+        ("OPTIONS", "/task/schedule", {"POST"}),
+        ("PUT", "/task/schedule/batch", {"POST"}),
+        ("DELETE", f"/task/{SOME_ID}", {"GET"}),
+        ("GET", f"/task/{SOME_ID}/abort", {"POST"}),
+        ("PUT", "/schedulers", {"GET"}),
+        ("PUT", "/scheduler/s", {"GET", "DELETE"}),
+        ("OPTIONS", "/schedules", {"GET", "POST"}),
+        ("PUT", f"/schedules/{SOME_ID}", {"GET", "PATCH", "DELETE"}),
+        ("OPTIONS", f"/schedules/{SOME_ID}", {"GET", "PATCH", "DELETE"}),
+        ("POST", "/health", {"GET"}),
+        ("POST", "/tokens", {"GET"}),
+    ],
+)
+async def test_a_known_path_with_another_method_is_405_allowing_every_method_it_takes(
+    api: Api, method: str, path: str, allowed: set[str]
+) -> None:
+    response = await api.http.request(method, path)
+
+    assert response.status_code == 405, response.text
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+    assert method in response.json()["detail"]

@@ -19,6 +19,7 @@ from taskbroker.settings import Settings
 
 ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
 VALID = {"scheduler": "alpha", "attributes": ECHO}
+JSON = {"headers": {"content-type": "application/json"}}
 VOLATILE = {"id", "created_at", "timeout"}
 """Fields that differ between two tasks scheduled by the same request."""
 
@@ -122,6 +123,17 @@ async def test_a_batch_is_served_by_the_lane_and_answered_as_by_the_whole_app(
         ("another scheme", {"json": VALID, "headers": {"authorization": "Basic abc"}}),
         ("a text body", {"content": b"scheduler=alpha", "headers": {"content-type": "text/plain"}}),
         ("a body over the limit", {"json": {"scheduler": "alpha", "attributes": {"x": "y" * 2_000_000}}}),
+        ("a timeout past year 9999 in UTC", {"json": {**VALID, "timeout": "9999-12-31T23:59:59-14:00"}}),
+        ("a timeout before year 1 in UTC", {"json": {**VALID, "timeout": "0001-01-01T00:00:00+14:00"}}),
+        ("NaN in attributes", {"content": b'{"scheduler": "alpha", "attributes": {"x": NaN}}', **JSON}),
+        ("1e400 in attributes", {"content": b'{"scheduler": "alpha", "attributes": [1e400]}', **JSON}),
+        ("a priority as text", {"json": {**VALID, "priority": "9"}}),
+        ("a priority as a boolean", {"json": {**VALID, "priority": True}}),
+        ("a priority as a float", {"json": {**VALID, "priority": 9.0}}),
+        ("no content type", {"content": b'{"scheduler": "alpha"}'}),
+        ("a UTF-16 body", {"content": '{"scheduler": "alpha"}'.encode("utf-16"), **JSON}),
+        ("a UTF-16 body without a BOM", {"content": '{"scheduler": "alpha"}'.encode("utf-16-le"), **JSON}),
+        ("a Latin-1 body", {"content": '{"scheduler": "alpha", "name": "\xe9"}'.encode("latin-1"), **JSON}),
     ],
 )  # fmt: skip
 async def test_a_refused_request_is_answered_as_by_the_whole_app(
@@ -215,3 +227,14 @@ def test_a_lane_refuses_a_router_with_dependencies_or_a_prefix() -> None:
     guarded = LanedFastAPI(dependencies=[Depends(lambda: None)])
     with pytest.raises(TypeError):
         guarded.include_laned_router(scheduling_router, lanes=True, max_body_bytes=1000)
+
+
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "PUT"])
+async def test_another_method_on_a_lane_path_is_405_as_by_the_whole_app(pair: Pair, method: str) -> None:
+    for path in ("/task/schedule", "/task/schedule/batch"):
+        laned = await pair.laned.request(method, path)
+        whole = await pair.whole.request(method, path)
+
+        assert laned.status_code == 405, laned.text
+        assert laned.headers["allow"] == whole.headers["allow"] == "POST"
+        assert_same(laned, whole)

@@ -422,3 +422,216 @@ async def test_the_served_schema_is_the_apps_schema_without_the_docs_routes(call
 
     assert served == callers.app.openapi()
     assert not {"/openapi.json", "/docs", "/redoc"} & set(served["paths"])
+
+
+# Values outside what can be stored or computed with: every field, every path
+
+
+OVERFLOWING_TIMES = [
+    "9999-12-31T23:59:59-14:00",  # past year 9999 once in UTC
+    "0001-01-01T00:00:00+14:00",  # before year 1 once in UTC
+    "9999-12-31T23:59:59Z",  # representable, but no duration can be added to it
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59Z",  # a negative Unix timestamp
+]
+
+
+def _schedule_body(trigger: str, **kwargs: Any) -> dict[str, Any]:
+    return {"name": "edge", "scheduler": "alpha", "trigger": trigger, "trigger_kwargs": kwargs}
+
+
+DATETIME_FIELDS: list[tuple[str, str, Any, tuple[str | int, ...]]] = [
+    ("POST", "/task/schedule", lambda t: {"scheduler": "alpha", "timeout": t}, ("body", "timeout")),
+    (
+        "POST",
+        "/task/schedule/batch",
+        lambda t: {"tasks": [{"scheduler": "alpha", "timeout": t}]},
+        ("body", "tasks", 0, "timeout"),
+    ),
+    ("POST", "/token", lambda t: {"role": "client", "expires_at": t}, ("body", "expires_at")),
+    (
+        "POST",
+        "/schedules",
+        lambda t: _schedule_body("date", run_date=t),
+        ("body", "trigger_kwargs", "run_date"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        lambda t: _schedule_body("interval", hours=1, start_date=t),
+        ("body", "trigger_kwargs", "start_date"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        lambda t: _schedule_body("interval", hours=1, end_date=t),
+        ("body", "trigger_kwargs", "end_date"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        lambda t: _schedule_body("cron", hour=1, start_date=t),
+        ("body", "trigger_kwargs", "start_date"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        lambda t: _schedule_body("cron", hour=1, end_date=t),
+        ("body", "trigger_kwargs", "end_date"),
+    ),
+    (
+        "PATCH",
+        "/schedules/{id}",
+        lambda t: {"trigger": "date", "trigger_kwargs": {"run_date": t}},
+        ("body", "trigger_kwargs", "run_date"),
+    ),
+]
+
+
+async def _a_schedule(callers: Callers) -> str:
+    response = await callers.admin.http.post(
+        "/schedules", json={"name": "base", "scheduler": "alpha", "cron": "0 1 * * *"}
+    )
+    assert response.status_code == 201, response.text
+    schedule_id: str = response.json()["id"]
+    return schedule_id
+
+
+@pytest.mark.parametrize("when", OVERFLOWING_TIMES)
+@pytest.mark.parametrize(("method", "path", "body", "loc"), DATETIME_FIELDS)
+async def test_a_datetime_outside_the_documented_range_is_422_naming_the_field_and_range(
+    callers: Callers, method: str, path: str, body: Any, loc: tuple[Any, ...], when: str
+) -> None:
+    if "{id}" in path:
+        path = path.format(id=await _a_schedule(callers))
+
+    response = await callers.admin.http.request(method, path, json=body(when))
+
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert tuple(error["loc"]) == loc
+    assert "1970-01-01T00:00:00Z" in error["msg"], error
+    assert "9000-01-01T00:00:00Z" in error["msg"], error
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"trigger": "cron", "trigger_kwargs": {"year": "9999"}}, ("body", "trigger_kwargs")),
+        (
+            {"trigger": "interval", "trigger_kwargs": {"seconds": 1e300}},
+            ("body", "trigger_kwargs", "seconds"),
+        ),
+        ({"trigger": "interval", "trigger_kwargs": {"weeks": 10**30}}, ("body", "trigger_kwargs", "weeks")),
+        ({"timeout_after": "P999999999D"}, ("body", "timeout_after")),
+        ({"timeout_after": 1e300}, ("body", "timeout_after")),
+        ({"timeout_after": 10**30}, ("body", "timeout_after")),
+    ],
+)
+async def test_a_duration_or_fire_time_too_far_ahead_is_422(
+    callers: Callers, body: dict[str, Any], loc: tuple[str, ...]
+) -> None:
+    trigger = {} if "trigger" in body else {"cron": "0 1 * * *"}
+    spec = {"name": "far", "scheduler": "alpha", **trigger, **body}
+
+    response = await callers.admin.http.post("/schedules", json=spec)
+
+    assert response.status_code == 422, response.text
+    assert tuple(response.json()["detail"][0]["loc"]) == loc
+
+
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", '[1, {"deep": NaN}]']
+SCHEDULE = '"name": "n", "scheduler": "alpha"'
+FREE_FORM_JSON = [
+    ("POST", "/task/schedule", '{"scheduler": "alpha", "attributes": {"x": VALUE}}', ("body", "attributes")),
+    (
+        "POST",
+        "/task/schedule/batch",
+        '{"tasks": [{"scheduler": "alpha", "attributes": {"x": [VALUE]}}]}',
+        ("body", "attributes"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        f'{{{SCHEDULE}, "cron": "0 1 * * *", "attributes": {{"x": VALUE}}}}',
+        ("body", "attributes"),
+    ),
+    ("PATCH", "/schedules/{id}", '{"attributes": {"x": VALUE}}', ("body", "attributes")),
+    (
+        "POST",
+        "/schedules",
+        f'{{{SCHEDULE}, "trigger": "interval", "trigger_kwargs": {{"hours": VALUE}}}}',
+        ("body", "trigger_kwargs", "hours"),
+    ),
+    (
+        "POST",
+        "/schedules",
+        f'{{{SCHEDULE}, "trigger": "cron", "trigger_kwargs": {{"hour": VALUE}}}}',
+        ("body", "trigger_kwargs", "hour"),
+    ),
+]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+@pytest.mark.parametrize(("method", "path", "template", "loc"), FREE_FORM_JSON)
+async def test_a_number_json_cannot_carry_is_422_never_stored_as_null(
+    callers: Callers, method: str, path: str, template: str, loc: tuple[str, ...], value: str
+) -> None:
+    if "{id}" in path:
+        path = path.format(id=await _a_schedule(callers))
+
+    body = template.replace("VALUE", value)
+    response = await callers.admin.http.request(
+        method, path, content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert tuple(response.json()["detail"][0]["loc"]) == loc
+
+
+CRON = {"name": "n", "scheduler": "alpha", "cron": "0 1 * * *"}
+CRON_KWARGS = {"name": "n", "scheduler": "alpha", "trigger": "cron"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "loc"),
+    [
+        ("POST", "/task/schedule", {"scheduler": "alpha", "priority": "9"}, ("body", "priority")),
+        ("POST", "/task/schedule", {"scheduler": "alpha", "priority": True}, ("body", "priority")),
+        ("POST", "/task/schedule", {"scheduler": "alpha", "priority": 9.0}, ("body", "priority")),
+        (
+            "POST",
+            "/task/schedule/batch",
+            {"tasks": [{"scheduler": "alpha", "priority": "1"}]},
+            ("body", "tasks", 0, "priority"),
+        ),
+        ("POST", "/schedules", {**CRON, "enabled": "true"}, ("body", "enabled")),
+        ("POST", "/schedules", {**CRON, "no_overlap": 1}, ("body", "no_overlap")),
+        ("PATCH", "/schedules/{id}", {"enabled": "false"}, ("body", "enabled")),
+        ("PATCH", "/schedules/{id}", {"no_overlap": 0}, ("body", "no_overlap")),
+        ("POST", "/scheduler", {"name": 12}, ("body", "name")),
+        ("POST", "/token", {"role": "client", "name": 12}, ("body", "name")),
+        (
+            "POST",
+            "/schedules",
+            {**CRON_KWARGS, "trigger_kwargs": {"hour": 1.0}},
+            ("body", "trigger_kwargs", "hour"),
+        ),
+        (
+            "POST",
+            "/schedules",
+            {**CRON_KWARGS, "trigger_kwargs": {"hour": True}},
+            ("body", "trigger_kwargs", "hour"),
+        ),
+    ],
+)
+async def test_a_field_the_schema_types_strictly_refuses_other_json_types(
+    callers: Callers, method: str, path: str, body: dict[str, Any], loc: tuple[Any, ...]
+) -> None:
+    if "{id}" in path:
+        path = path.format(id=await _a_schedule(callers))
+
+    response = await callers.admin.http.request(method, path, json=body)
+
+    assert response.status_code == 422, response.text
+    assert tuple(response.json()["detail"][0]["loc"]) == loc

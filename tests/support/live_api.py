@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from api.app import create_app
 from api.event_hub import EventHub
+from api.http_limits import HttpLimits
 from api.server import DrainingServer, draining_server
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
@@ -19,7 +20,7 @@ from tests.support.waiting import eventually
 async def live_api(settings: Settings, backends: Backends) -> AsyncIterator[LiveApi]:
     """Yields the running server; stops it (ending open event streams) at the end of the block."""
     app = create_app(settings, backends, owns_backends=False)
-    server = draining_server(app, host="127.0.0.1", port=0)
+    server = draining_server(app, host="127.0.0.1", port=0, limits=HttpLimits.of(settings))
     async with serving(server):
         yield LiveApi(server, app.state.event_hub)
 

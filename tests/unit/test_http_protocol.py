@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from api.http_limits import require_uvicorn_protocol
 from api.http_protocol import TurnJoinedTransport
 
 
@@ -89,3 +93,14 @@ async def test_a_socket_closed_meanwhile_gets_nothing() -> None:
     await next_turn()
     assert socket.writes == []
     assert joined.get_write_buffer_size() == 0
+
+
+def test_this_uvicorn_has_every_method_the_http_limits_extend() -> None:
+    require_uvicorn_protocol()  # raises if one is gone
+
+
+def test_a_uvicorn_without_one_of_them_fails_at_startup_saying_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(HttpToolsProtocol, "on_header")
+
+    with pytest.raises(RuntimeError, match="on_header"):
+        require_uvicorn_protocol()

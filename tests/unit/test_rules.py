@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from api.limits import _depth
+from api.limits import _shape
 from taskbroker.errors import InvalidCursor
 from taskbroker.lifecycle import Backoff
 from taskbroker.logs import REDACTED, redact_text
@@ -131,7 +132,12 @@ def test_a_principal_uses_only_its_schedulers_and_owns_only_its_tasks() -> None:
     [({}, 1), ({"a": 1}, 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]]], 4), ("s", 0)],
 )
 def test_attribute_depth_counts_nested_objects_and_lists(value: object, depth: int) -> None:
-    assert _depth(value) == depth
+    assert _shape(value) == (depth, False)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_a_number_json_cannot_carry_is_found_at_any_depth(number: float) -> None:
+    assert _shape({"a": [1, {"b": [number]}]}) == (4, True)
 
 
 def test_a_very_deep_value_is_measured_without_recursion() -> None:
@@ -139,7 +145,7 @@ def test_a_very_deep_value_is_measured_without_recursion() -> None:
     for _ in range(100_000):
         value = [value]
 
-    assert _depth(value) == 100_001
+    assert _shape(value) == (100_001, False)
 
 
 @pytest.mark.parametrize(
