@@ -82,14 +82,14 @@ class StreamSlots:
         held = self._by_token.setdefault(principal.token_id, set())
         if len(held) >= self._per_token:
             raise _refused(
-                f"this token holds {self._per_token} open event streams per token on this API "
-                "process already (TASKBROKER_STREAMS_PER_TOKEN): close one, or follow several "
-                "tasks in one stream (GET /events)"
+                f"this token already has the most open event streams a token may have on this API "
+                f"process ({self._per_token} open event streams per token, "
+                "TASKBROKER_STREAMS_PER_TOKEN): close one, or follow many tasks in one GET /events"
             )
         if self._open >= self._per_process:
             raise _refused(
-                f"this API process holds {self._per_process} open event streams already "
-                "(TASKBROKER_STREAMS_PER_PROCESS): retry later or on another replica"
+                f"this API process already holds its most, {self._per_process} open event streams "
+                "(TASKBROKER_STREAMS_PER_PROCESS): retry later, or on another replica"
             )
         slot = StreamSlot(self, principal.token_id)
         held.add(slot)
