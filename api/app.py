@@ -17,6 +17,7 @@ from api.routers import events, health, schedulers, schedules, tasks, tokens
 from api.routers import metrics as metrics_router
 from api.routers.docs import docs_router
 from api.scheduling_lane import LanedFastAPI
+from api.stream_slots import StreamSlots
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.events import EventLog
@@ -45,6 +46,7 @@ def create_app(
         freeze_startup_heap()
         yield
         await app.state.event_hub.close()
+        await app.state.stream_slots.close()
         if owns_backends:
             await backends.close()
 
@@ -66,6 +68,7 @@ def create_app(
         backends.store.redis, settings.key_prefix, admin_token, script_calls=backends.store.script_calls
     )
     app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
+    app.state.stream_slots = StreamSlots(app.state.tokens, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_laned_router(tasks.scheduling_router, lanes=lanes, max_body_bytes=settings.max_body_bytes)

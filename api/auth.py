@@ -2,6 +2,12 @@
 
 401 when the token is missing or not valid (unknown, wrong, revoked, expired); 403 when the token
 is valid but its role or scheduler list does not allow the call.
+
+What a token may see is one rule (``Principal.sees``), answered the same way on every path:
+naming a scheduler outside the token's list is 403, whether or not that scheduler exists (the
+list is the token holder's own to know; the answer says nothing about other schedulers); a task
+the token may not see is 404 with the very answer of an unknown task, so nobody learns that it
+exists; listings and event streams leave such tasks out.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPBearer
 
+from taskbroker.models import Task
+from taskbroker.store import task_not_found
 from taskbroker.tokens import Principal, Role, TokenStore
 
 
@@ -61,6 +69,22 @@ def require_scheduler(principal: Principal, scheduler: str) -> None:
     """403 unless the token may use ``scheduler``."""
     if not principal.may_use(scheduler):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token may not use the scheduler {scheduler!r}")
+
+
+def require_every_scheduler(principal: Principal, what: str) -> None:
+    """403 for a token limited to schedulers, on a read that covers them all (``what``)."""
+    if principal.schedulers is not None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"{what} cover every scheduler: this token is limited to some; use one that is not",
+        )
+
+
+def require_visible(principal: Principal, task: Task) -> Task:
+    """``task`` if the caller may see it; otherwise the 404 of a task that does not exist."""
+    if not principal.sees(task.scheduler, task.owner):
+        raise task_not_found(task.id)
+    return task
 
 
 AnyCaller = Annotated[Principal, Depends(_Caller(Role.ADMIN, Role.CLIENT, Role.WORKER))]

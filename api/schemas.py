@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taskbroker.models import AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
 from taskbroker.queue.base import MAX_PRIORITY
-from taskbroker.tokens import Role, TokenRecord
+from taskbroker.tokens import Role, TokenRecord, check_scope
 
 MAX_BATCH = 1000
 MAX_KEY_LENGTH = 255
@@ -111,7 +111,9 @@ class TokenRequest(BaseModel):
     role: Role
     name: UnicodeText = Field(default="", max_length=200)
     schedulers: list[SchedulerName] | None = Field(
-        default=None, max_length=1000, description="Limit the token to these schedulers; null: all."
+        default=None,
+        max_length=1000,
+        description="Limit the token to these schedulers; null: all. Not for admin tokens (422).",
     )
     expires_at: AwareDatetime | None = None
 
@@ -121,6 +123,11 @@ class TokenRequest(BaseModel):
         if value is not None and value <= utcnow():
             raise ValueError("expires_at is in the past")
         return value
+
+    @model_validator(mode="after")
+    def _admins_are_not_limited(self) -> TokenRequest:
+        check_scope(self.role, self.schedulers)  # AdminScopeRefused is a ValueError: a 422
+        return self
 
 
 class CreatedToken(TokenRecord):

@@ -31,7 +31,7 @@ from taskbroker.errors import StoreUnavailable
 from taskbroker.logs import configure_logging
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
-from taskbroker.tokens import Role, TokenRecord, TokenStore
+from taskbroker.tokens import AdminScopeRefused, Role, TokenRecord, TokenStore, check_scope
 
 app = typer.Typer(
     help="taskbroker: a distributed task broker. Run `taskbroker dev` to try it on one machine.",
@@ -437,7 +437,13 @@ def token_create(
         str | None, typer.Option(help="Lifetime such as 30d, 12h or 90m. Default: no expiry.")
     ] = None,
 ) -> None:
-    """Create a token and print it. It is shown this once only: only its hash is stored."""
+    """Create a token and print it. It is shown this once only: only its hash is stored. An
+    admin token takes no --scheduler: nothing could hold an admin to it."""
+    try:
+        check_scope(role, scheduler)
+    except AdminScopeRefused as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     settings = _settings()
     expires_at = _expiry(expires)
     record, token = _token_call(

@@ -27,8 +27,12 @@ from taskbroker.store import redis_call
 
 EVENT_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
+ID_PART_MAX = 2**64 - 1
+"""Both parts of a Redis stream id are unsigned 64-bit: 20 digits can say more than Redis reads."""
 START = "0-0"
 """The id before every event: resuming after it replays everything still retained."""
+LAST = (ID_PART_MAX, ID_PART_MAX)
+"""The highest id there can be: nothing ever comes after it."""
 
 
 class EventKind(enum.StrEnum):
@@ -65,16 +69,24 @@ class TaskEvent(BaseModel):
     owner: str | None = Field(default=None, description="Id of the token that scheduled the task.")
 
 
-class InvalidEventId(TaskbrokerError):
-    """A resume point that is not a stream entry id."""
+class InvalidEventId(TaskbrokerError, ValueError):
+    """A resume point that is not a stream entry id. A ValueError too, so that a validator of a
+    request parameter that raises it is the request's 422."""
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
-    """``"<ms>-<seq>"`` as a comparable pair; InvalidEventId for anything else."""
+    """``"<ms>-<seq>"`` as a comparable pair; InvalidEventId for anything else, including a part
+    beyond 64 bits (Redis refuses those: checked here, before any command carries one)."""
     if not _EVENT_ID.match(value):
         raise InvalidEventId(f"event id {value!r} is not one this API sent (expected <ms>-<seq>)")
     ms, _, seq = value.partition("-")
-    return int(ms), int(seq)
+    parsed = int(ms), int(seq)
+    if max(parsed) > ID_PART_MAX:
+        raise InvalidEventId(
+            f"event id {value!r} is not one this API sent: each part of <ms>-<seq> is a 64-bit "
+            f"unsigned number (at most {ID_PART_MAX})"
+        )
+    return parsed
 
 
 def event_from_entry(entry_id: str, fields: dict[str, str]) -> TaskEvent:
@@ -114,6 +126,8 @@ class EventLog:
     @redis_call
     async def read_after(self, after: str, *, count: int = 500) -> list[TaskEvent]:
         """Up to ``count`` retained events after ``after``, oldest first."""
+        if parse_event_id(after) == LAST:
+            return []  # Redis refuses an exclusive start at the highest id, after which nothing is
         entries: Any = await self._redis.xrange(self.key, min=f"({after}", max="+", count=count)
         return [event_from_entry(str(i), f) for i, f in entries]
 

@@ -131,6 +131,22 @@ class Settings(BaseSettings):
     events_retention: float = Field(
         default=3600.0, gt=0, description="Seconds events stay readable for a listener that resumes."
     )
+    streams_per_token: int = Field(
+        default=20,
+        ge=1,
+        description="Event streams one token may hold open on one API process (429 beyond): one "
+        "client cannot take the process's memory and loop time from the others.",
+    )
+    streams_per_process: int = Field(
+        default=1000, ge=1, description="Event streams one API process holds open at most (429 beyond)."
+    )
+    stream_token_check: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds between re-checks of the tokens of open event streams: a revoked or "
+        "expired token's streams end within this long (one Redis call per process per check).",
+    )
 
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> Settings:

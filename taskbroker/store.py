@@ -380,18 +380,14 @@ class TaskStore:
     async def get(self, task_id: UUID) -> Task:
         (flat,) = await self._run("read", str(task_id))
         if not flat:
-            raise TaskNotFound(
-                f"task {task_id} does not exist or finished longer ago than the retention time"
-            )
+            raise task_not_found(task_id)
         return task_from_record(record_fields(flat))
 
     @redis_call
     async def abort(self, task_id: UUID, *, now: datetime) -> Task:
         reply = await self._run("abort", str(task_id), _epoch(now), self._retention_ms)
         if reply[0] == "gone":
-            raise TaskNotFound(
-                f"task {task_id} does not exist or finished longer ago than the retention time"
-            )
+            raise task_not_found(task_id)
         if reply[0] == "final":
             raise TaskAlreadyFinished(
                 f"task {task_id} is already {reply[1]}: only a live task can be aborted"
@@ -564,6 +560,12 @@ class TaskStore:
             raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def task_not_found(task_id: UUID | str) -> TaskNotFound:
+    """The one answer for a task that cannot be read: the API gives it for a task the caller may
+    not see too, word for word, so that nobody learns such a task exists."""
+    return TaskNotFound(f"task {task_id} does not exist or finished longer ago than the retention time")
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int]:

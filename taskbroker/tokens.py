@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -32,7 +33,8 @@ ADMIN_TOKEN_ID = "admin"
 
 class Role(enum.StrEnum):
     ADMIN = "admin"
-    """Registers and deletes schedulers, manages tokens, sees and aborts every task."""
+    """Registers and deletes schedulers, manages tokens, sees and aborts every task. Never
+    limited to schedulers: it could create itself an unlimited token anyway (scope_refused)."""
     CLIENT = "client"
     """Schedules tasks on the schedulers it is allowed, reads and aborts its own tasks."""
     WORKER = "worker"
@@ -71,6 +73,34 @@ class Principal:
 
     def owns(self, owner: str | None) -> bool:
         return self.role is Role.ADMIN or owner == self.token_id
+
+    def sees(self, scheduler: str, owner: str | None) -> bool:
+        """Whether this caller may see a task (or its events) of ``scheduler`` scheduled by the
+        token ``owner``: the one visibility rule of every read path. A token sees only the
+        tasks of its schedulers; a client, of those, only the ones it scheduled."""
+        if not self.may_use(scheduler):
+            return False
+        return self.role is not Role.CLIENT or owner == self.token_id
+
+
+class AdminScopeRefused(ValueError):
+    """An admin token with a scheduler list: refused, as no list could bind an admin."""
+
+
+def scope_refused(role: Role, schedulers: Collection[str] | None) -> bool:
+    """An admin token with a scheduler list (even an empty one). An admin registers and deletes
+    schedulers and creates tokens, so a list would not limit it: it would only make an operator
+    believe it does. Limited tokens are clients and workers."""
+    return role is Role.ADMIN and schedulers is not None
+
+
+def check_scope(role: Role, schedulers: Collection[str] | None) -> None:
+    """AdminScopeRefused when ``scope_refused``, saying what to do instead."""
+    if scope_refused(role, schedulers):
+        raise AdminScopeRefused(
+            "an admin token cannot be limited to schedulers (it manages all of them and creates "
+            "tokens): leave schedulers out, or give the limited token the role client or worker"
+        )
 
 
 def _digest(secret: str) -> str:
@@ -111,7 +141,9 @@ class TokenStore:
         schedulers: list[str] | None = None,
         expires_at: datetime | None = None,
     ) -> tuple[TokenRecord, str]:
-        """A new token: its record, and the token itself (shown once, never stored)."""
+        """A new token: its record, and the token itself (shown once, never stored).
+        AdminScopeRefused for an admin token with a scheduler list."""
+        check_scope(role, schedulers)
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         stored = _StoredToken(
@@ -159,9 +191,21 @@ class TokenStore:
         stored = _parse_stored(raw)
         if not hmac.compare_digest(_digest(secret), stored.secret_sha256):
             return None
-        if stored.expires_at is not None and stored.expires_at <= utcnow():
+        if not stored.valid_now():
             return None
         return stored.principal
+
+    @redis_call
+    async def still_valid(self, token_ids: Collection[str]) -> set[str]:
+        """Which of ``token_ids`` are still stored and not expired, in one round trip: what an
+        open event stream re-checks about the token that opened it. The bootstrap admin token is
+        not stored; it stays valid for as long as the process runs with it."""
+        ids = sorted(set(token_ids) - {ADMIN_TOKEN_ID})
+        found = cast(list[str | None], await self._redis.hmget(self._key, ids)) if ids else []
+        valid = {
+            i for i, raw in zip(ids, found, strict=True) if raw is not None and _parse_stored(raw).valid_now()
+        }
+        return valid | ({ADMIN_TOKEN_ID} & set(token_ids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +215,13 @@ class _Verifier:
     secret_sha256: str
     expires_at: datetime | None
     principal: Principal
+    scope_refused: bool
+    """An admin record with a scheduler list, as versions before check_scope() stored them."""
+
+    def valid_now(self) -> bool:
+        if self.scope_refused:
+            return False
+        return self.expires_at is None or self.expires_at > utcnow()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -180,4 +231,7 @@ def _parse_stored(raw: str) -> _Verifier:
     request), so its text parses to the same answer every time: parsed once per text."""
     stored = _StoredToken.model_validate(orjson.loads(raw))
     schedulers = None if stored.schedulers is None else frozenset(stored.schedulers)
-    return _Verifier(stored.secret_sha256, stored.expires_at, Principal(stored.id, stored.role, schedulers))
+    principal = Principal(stored.id, stored.role, schedulers)
+    # Such a record is refused, never trusted with the schedulers its list said it must not use.
+    refused = scope_refused(stored.role, stored.schedulers)
+    return _Verifier(stored.secret_sha256, stored.expires_at, principal, refused)

@@ -2,28 +2,31 @@
 
 Each stream first replays what the caller missed (everything of a task; after ``Last-Event-ID``
 or ``?after=`` when resuming), then follows live events. Redis down: 503 before the stream
-starts; mid-stream the stream ends and the client resumes where it was.
+starts; mid-stream the stream ends and the client resumes where it was. Each stream holds a
+slot of api.stream_slots while it is open: 429 over the caps, and the stream ends when its
+token is revoked or expires.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
 
 from api import sse
-from api.auth import AnyCaller, require_scheduler
+from api.auth import AnyCaller, require_scheduler, require_visible
 from api.dependencies import StoreDep
 from api.event_hub import EventHub, Subscription, SubscriptionEnded
 from api.schemas import AUTH_ERRORS, ErrorBody
-from taskbroker.errors import TaskbrokerError, TaskNotFound
+from api.stream_slots import EventStreamResponse, StreamSlot, StreamSlots
+from taskbroker.errors import TaskbrokerError
 from taskbroker.events import EVENT_ID_PATTERN, START, TaskEvent, parse_event_id
 from taskbroker.names import SCHEDULER_NAME_PATTERN
-from taskbroker.tokens import Principal, Role
 
 log = structlog.get_logger("taskbroker.api")
 
@@ -38,17 +41,31 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "An event stream: `id:` the event id, `event:` the state, `data:` a TaskEvent",
     },
     **AUTH_ERRORS,
-    404: {"model": ErrorBody, "description": "Unknown task (or another client's)"},
+    404: {"model": ErrorBody, "description": "Unknown task (or one this token may not see)"},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many open event streams for this token or API process: retry after Retry-After",
+    },
     503: {"model": ErrorBody, "description": "Redis unreachable: retry later"},
 }
+
+
+def _resume_point(value: str | None) -> str | None:
+    """The whole id checked, its parts' range too: a 422 now, not a Redis error mid-stream."""
+    if value is not None:
+        parse_event_id(value)
+    return value
+
 
 After = Annotated[
     str | None,
     Query(pattern=EVENT_ID_PATTERN, description="Resume after this event id (as Last-Event-ID does)."),
+    AfterValidator(_resume_point),
 ]
 LastEventId = Annotated[
     str | None,
     Header(pattern=EVENT_ID_PATTERN, description="Sent by EventSource on reconnect; wins over ?after="),
+    AfterValidator(_resume_point),
 ]
 
 
@@ -57,18 +74,23 @@ def event_hub(request: Request) -> EventHub:
     return hub
 
 
+def stream_slots(request: Request) -> StreamSlots:
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots
+
+
 HubDep = Annotated[EventHub, Depends(event_hub)]
+SlotsDep = Annotated[StreamSlots, Depends(stream_slots)]
 
 
-def _visible_to(principal: Principal) -> Callable[[TaskEvent], bool]:
-    """Admins see every event; workers those of their schedulers; clients their own tasks only."""
-    if principal.role is Role.CLIENT:
-        return lambda event: event.owner == principal.token_id and principal.may_use(event.scheduler)
-    return lambda event: principal.may_use(event.scheduler)
-
-
-def _stream(body: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+async def _respond(hub: EventHub, slot: StreamSlot, body: AsyncGenerator[str]) -> EventStreamResponse:
+    """The stream, once the hub follows Redis (503 before the stream starts if it cannot)."""
+    try:
+        await hub.start()
+    except BaseException:
+        slot.release()
+        raise
+    return EventStreamResponse(body, slot)
 
 
 @router.get("/task/{task_id}/events", response_class=StreamingResponse, responses=STREAM_RESPONSES)
@@ -77,23 +99,23 @@ async def task_events(
     principal: AnyCaller,
     store: StoreDep,
     hub: HubDep,
+    slots: SlotsDep,
     after: After = None,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """The task's events so far, then live ones; the stream ends after its final state's event."""
-    task = await store.get(task_id)
-    if principal.role is Role.CLIENT and not principal.owns(task.owner):
-        raise TaskNotFound(f"task {task_id} does not exist or has expired")
-    await hub.start()
-    return _stream(_task_stream(hub, task_id, last_event_id or after or START))
+    require_visible(principal, await store.get(task_id))
+    slot = slots.admit(principal)
+    return await _respond(hub, slot, _task_stream(hub, slot, task_id, last_event_id or after or START))
 
 
-async def _task_stream(hub: EventHub, task_id: UUID, after: str) -> AsyncIterator[str]:
+async def _task_stream(hub: EventHub, slot: StreamSlot, task_id: UUID, after: str) -> AsyncGenerator[str]:
     subscription: Subscription | None = None
     bound = log.bind(task_id=str(task_id))
     try:
         # Subscribe before reading the history, so nothing falls between the two.
         subscription = await hub.subscribe(lambda event: event.task_id == task_id)
+        slot.follow(subscription)
         yield sse.RETRY
         history = await hub.events.task_history(task_id, after=after)
         cursor = parse_event_id(after)
@@ -118,6 +140,7 @@ async def _task_stream(hub: EventHub, task_id: UUID, after: str) -> AsyncIterato
     except (TaskbrokerError, SubscriptionEnded) as exc:
         bound.info("events.stream_ended", reason=str(exc))
     finally:
+        slot.release()
         if subscription is not None:
             hub.unsubscribe(subscription)
 
@@ -126,29 +149,33 @@ async def _task_stream(hub: EventHub, task_id: UUID, after: str) -> AsyncIterato
 async def events(
     principal: AnyCaller,
     hub: HubDep,
+    slots: SlotsDep,
     scheduler: Annotated[str | None, Query(pattern=SCHEDULER_NAME_PATTERN)] = None,
     after: After = None,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Live events of every task the caller may see (of one scheduler with ``?scheduler=``);
-    resuming after an event id first replays what is retained since then. Never ends by itself."""
+    resuming after an event id first replays what is retained since then. Never ends by itself,
+    but for its token's end (revoked, expired) or the server's."""
     if scheduler is not None:
         require_scheduler(principal, scheduler)
-    visible = _visible_to(principal)
 
     def wants(event: TaskEvent) -> bool:
-        return (scheduler is None or event.scheduler == scheduler) and visible(event)
+        return (scheduler is None or event.scheduler == scheduler) and principal.sees(
+            event.scheduler, event.owner
+        )
 
-    await hub.start()
-    return _stream(_all_stream(hub, wants, last_event_id or after))
+    slot = slots.admit(principal)
+    return await _respond(hub, slot, _all_stream(hub, slot, wants, last_event_id or after))
 
 
 async def _all_stream(
-    hub: EventHub, wants: Callable[[TaskEvent], bool], after: str | None
-) -> AsyncIterator[str]:
+    hub: EventHub, slot: StreamSlot, wants: Callable[[TaskEvent], bool], after: str | None
+) -> AsyncGenerator[str]:
     subscription: Subscription | None = None
     try:
         subscription = await hub.subscribe(wants)
+        slot.follow(subscription)
         yield sse.RETRY
         cursor = parse_event_id(START)
         if after is not None:
@@ -171,5 +198,6 @@ async def _all_stream(
     except (TaskbrokerError, SubscriptionEnded) as exc:
         log.info("events.stream_ended", reason=str(exc))
     finally:
+        slot.release()
         if subscription is not None:
             hub.unsubscribe(subscription)

@@ -1,4 +1,5 @@
-"""Tasks: schedule, read, list, abort. Clients see and abort only the tasks they scheduled."""
+"""Tasks: schedule, read, list, abort. What a token sees is the rule of api.auth: clients see and
+abort only the tasks they scheduled, every token only those of its schedulers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
-from api.auth import AnyCaller, Scheduling, require_scheduler
+from api.auth import AnyCaller, Scheduling, require_scheduler, require_visible
 from api.callbacks import check_callback_url
 from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
 from api.direct_route import DirectRoute
@@ -27,12 +28,11 @@ from api.schemas import (
     TaskPageResponse,
 )
 from taskbroker import metrics
-from taskbroker.errors import InvalidCursor, TaskNotFound
+from taskbroker.errors import InvalidCursor
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule
-from taskbroker.store import TaskStore
-from taskbroker.tokens import Principal, Role
+from taskbroker.tokens import Principal
 
 log = structlog.get_logger("taskbroker.api")
 
@@ -163,18 +163,10 @@ def _json(body: str, *, created: bool) -> Response:
     )
 
 
-async def _visible_task(task_id: UUID, principal: Principal, store: TaskStore) -> Task:
-    """The task if this caller may see it; another client's task is 404, as if it did not exist."""
-    task = await store.get(task_id)
-    if principal.role is Role.CLIENT and not principal.owns(task.owner):
-        raise TaskNotFound(f"task {task_id} does not exist or has expired")
-    return task
-
-
 @router.get(f"/task/{{task_id:{TASK_ID}}}", responses=ERRORS)
 async def get_task(task_id: UUID, principal: AnyCaller, store: StoreDep) -> Task:
     """A live task, or a finished one within the retention time."""
-    return await _visible_task(task_id, principal, store)
+    return require_visible(principal, await store.get(task_id))
 
 
 @router.get("/tasks", responses=ERRORS)
@@ -188,8 +180,10 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}(:[0-9]{1,9})?$")] = None,
 ) -> TaskPageResponse:
-    """A page of live tasks (a client's own only). Pages may be short; follow ``next_cursor``
-    until it is null."""
+    """A page of live tasks the caller may see (a client's own only). Pages may be short;
+    follow ``next_cursor`` until it is null."""
+    if scheduler is not None:
+        require_scheduler(principal, scheduler)
     try:
         page = await store.list_live(
             scheduler=scheduler, state=TaskState(state) if state else None, limit=limit, cursor=cursor
@@ -198,16 +192,14 @@ async def list_tasks(
         raise RequestValidationError(
             [{"loc": ("query", "cursor"), "msg": str(exc), "type": "value_error"}]
         ) from exc
-    tasks = page.tasks
-    if principal.role is Role.CLIENT:
-        tasks = [t for t in tasks if principal.owns(t.owner)]
+    tasks = [t for t in page.tasks if principal.sees(t.scheduler, t.owner)]
     return TaskPageResponse(tasks=tasks, next_cursor=page.next_cursor)
 
 
 @router.post("/task/{task_id}/abort", responses=ERRORS)
 async def abort_task(task_id: UUID, principal: Scheduling, store: StoreDep) -> Task:
     """Abort a live task: a pending one never runs, a running one is cancelled by its consumer."""
-    await _visible_task(task_id, principal, store)
+    require_visible(principal, await store.get(task_id))
     task = await store.abort(task_id, now=utcnow())
     await store.notify_cancel([str(task_id)])
     log.info(

@@ -7,9 +7,12 @@ Redis and RabbitMQ; store-level specifications also run on the embedded backends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -17,12 +20,13 @@ import httpx
 import pytest
 
 from taskbroker.backends import Backends, real_backends
-from taskbroker.client.sse import SseDecoder
 from taskbroker.events import EventKind, EventLog, TaskEvent
 from taskbroker.models import SchedulerDefinition, TaskState, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
+from taskbroker.tokens import Role, TokenStore
 from tests.conftest import ADMIN_HEADERS, REDIS_URL, cleanup, proxied_url
+from tests.support.event_stream import OpenStream, stream
 from tests.support.inprocess import running_consumer
 from tests.support.live_api import LiveApi, live_api
 from tests.support.tcp_proxy import TcpProxy
@@ -51,44 +55,6 @@ async def schedule(http: httpx.AsyncClient, scheduler: str = "alpha", attributes
     assert response.status_code == 201, response.text
     task_id: str = response.json()["id"]
     return task_id
-
-
-class OpenStream:
-    """An SSE response read message by message."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-        self._decoder = SseDecoder()
-
-    async def next_event(self) -> TaskEvent | None:
-        """The next event, or None when the server ended the stream."""
-        async for line in self._lines:
-            message = self._decoder.feed(line)
-            if message is not None:
-                event = TaskEvent.model_validate_json(message.data)
-                assert message.id == event.id
-                assert message.event == event.state.value
-                return event
-        return None
-
-    async def events(self, count: int) -> list[TaskEvent]:
-        found: list[TaskEvent] = []
-        for _ in range(count):
-            event = await self.next_event()
-            assert event is not None, f"the stream ended after {found}"
-            found.append(event)
-        return found
-
-    async def rest(self) -> list[TaskEvent]:
-        found: list[TaskEvent] = []
-        while (event := await self.next_event()) is not None:
-            found.append(event)
-        return found
-
-
-def stream(http: httpx.AsyncClient, path: str, **kwargs: Any) -> Any:
-    return http.stream("GET", path, **kwargs)
 
 
 def states(events: list[TaskEvent]) -> list[str]:
@@ -198,10 +164,15 @@ async def test_a_client_cannot_read_another_clients_task_events(
 
 
 async def _client_token(http: httpx.AsyncClient, **fields: Any) -> str:
-    response = await http.post("/token", json={"role": "client", **fields})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["token"]
+    token: str = (await _new_token(http, "client", **fields))["token"]
     return token
+
+
+async def _new_token(http: httpx.AsyncClient, role: str, **fields: Any) -> dict[str, Any]:
+    response = await http.post("/token", json={"role": role, **fields})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -217,6 +188,19 @@ async def test_a_token_limited_to_one_scheduler_may_not_stream_another(
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize("role", ["worker", "client"])
+async def test_a_scoped_tokens_event_stream_leaves_out_the_tasks_of_other_schedulers(
+    live: LiveApi, http: httpx.AsyncClient, role: str
+) -> None:
+    token = (await _new_token(http, role, schedulers=["alpha"]))["token"]
+    async with httpx.AsyncClient(base_url=live.url, headers=_bearer(token), timeout=30) as scoped:
+        await schedule(http, "beta")
+        seen = await schedule(scoped if role == "client" else http, "alpha")
+        async with stream(scoped, "/events", params={"after": "0-0"}) as response:
+            (event,) = await OpenStream(response).events(1)
+    assert str(event.task_id) == seen
+
+
 async def test_events_need_a_token(live: LiveApi) -> None:
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as anonymous:
         assert (await anonymous.get("/events")).status_code == 401
@@ -228,6 +212,38 @@ async def test_a_malformed_resume_point_is_a_422(http: httpx.AsyncClient, bad: s
     task_id = await schedule(http)
     assert (await http.get("/events", headers={"Last-Event-ID": bad})).status_code == 422
     assert (await http.get(f"/task/{task_id}/events", params={"after": bad})).status_code == 422
+
+
+BEYOND_64_BITS = ["99999999999999999999-0", "0-99999999999999999999", "18446744073709551616-0"]
+HIGHEST_EVENT_ID = "18446744073709551615-18446744073709551615"
+
+
+@pytest.mark.parametrize("bad", BEYOND_64_BITS)
+@pytest.mark.parametrize("sent_as", ["after", "Last-Event-ID"])
+@pytest.mark.parametrize("path", ["/events", "/task/{task_id}/events"])
+async def test_a_resume_point_beyond_64_bits_is_a_422_before_the_stream_starts(
+    http: httpx.AsyncClient, bad: str, sent_as: str, path: str
+) -> None:
+    task_id = await schedule(http)
+    where: dict[str, Any] = (
+        {"params": {"after": bad}} if sent_as == "after" else {"headers": {"Last-Event-ID": bad}}
+    )
+    async with stream(http, path.format(task_id=task_id), **where) as response:
+        await response.aread()
+    assert response.status_code == 422, response.text
+    assert "64-bit" in str(response.json()["detail"])
+
+
+async def test_the_highest_event_id_is_a_resume_point_after_which_nothing_comes(
+    settings: Settings, real: Backends, http: httpx.AsyncClient
+) -> None:
+    task_id = await schedule(http)
+    assert (await http.post(f"/task/{task_id}/abort")).status_code == 200
+    async with stream(http, f"/task/{task_id}/events", params={"after": HIGHEST_EVENT_ID}) as response:
+        assert response.status_code == 200
+        assert await OpenStream(response).rest() == []
+    log = EventLog(real.store.redis, settings.key_prefix)
+    assert await log.read_after(HIGHEST_EVENT_ID) == []
 
 
 async def test_an_unknown_task_has_no_event_stream(http: httpx.AsyncClient) -> None:
@@ -285,6 +301,159 @@ async def test_redis_unreachable_is_a_503_before_the_stream_starts(
     finally:
         redis_proxy.restore()
         await backends.close()
+
+
+# Tokens revoked or expired while their streams are open
+
+STREAM_PATHS = ["/events", "/task/{task_id}/events"]
+HANG_GUARD = 60.0
+"""Bounds a hung test only (a stream that never ends); not a performance threshold."""
+
+
+@asynccontextmanager
+async def _api_checking_tokens_often(
+    settings: Settings, backends: Backends
+) -> AsyncIterator[tuple[LiveApi, httpx.AsyncClient]]:
+    checking = settings.model_copy(update={"stream_token_check": 0.2})
+    async with (
+        live_api(checking, backends) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as admin,
+    ):
+        assert (await admin.post("/scheduler", json={"name": "alpha"})).status_code == 201
+        yield server, admin
+
+
+async def _ends(opened: OpenStream) -> list[TaskEvent]:
+    return await asyncio.wait_for(opened.rest(), HANG_GUARD)
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+async def test_the_open_streams_of_a_revoked_token_end(settings: Settings, real: Backends, path: str) -> None:
+    async with _api_checking_tokens_often(settings, real) as (live, admin):
+        created = await _new_token(admin, "client")
+        async with httpx.AsyncClient(base_url=live.url, headers=_bearer(created["token"]), timeout=30) as me:
+            task_id = await schedule(me)
+            where = path.format(task_id=task_id)
+            replayed = {"params": {"after": "0-0"}}
+            async with stream(me, where, **replayed) as first, stream(me, where, **replayed) as second:
+                opened = [OpenStream(first), OpenStream(second)]
+                for each in opened:
+                    assert [e.state for e in await each.events(1)] == [EventKind.PENDING]
+                assert (await admin.delete(f"/token/{created['id']}")).status_code == 204
+
+                assert [await _ends(each) for each in opened] == [[], []]
+            assert (await me.get(where)).status_code == 401
+        await eventually(lambda: _no_listeners(live), what="the hub to drop the ended listeners")
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+async def test_the_open_streams_of_a_token_end_when_it_expires(
+    settings: Settings, real: Backends, path: str
+) -> None:
+    async with _api_checking_tokens_often(settings, real) as (live, admin):
+        task_id = await schedule(admin)
+        tokens = TokenStore(real.store.redis, settings.key_prefix, admin_token=None)
+        _, token = await tokens.create(role=Role.WORKER, expires_at=utcnow() + timedelta(seconds=5))
+        async with httpx.AsyncClient(base_url=live.url, headers=_bearer(token), timeout=30) as worker:
+            where = path.format(task_id=task_id)
+            async with stream(worker, where, params={"after": "0-0"}) as response:
+                opened = OpenStream(response)
+                assert [e.state for e in await opened.events(1)] == [EventKind.PENDING]
+
+                assert await _ends(opened) == []
+            assert (await worker.get(where)).status_code == 401
+
+
+async def test_revoking_one_token_leaves_the_streams_of_others_open(
+    settings: Settings, real: Backends
+) -> None:
+    async with _api_checking_tokens_often(settings, real) as (live, admin):
+        kept, revoked = await _client_token(admin), await _new_token(admin, "client")
+        async with (
+            httpx.AsyncClient(base_url=live.url, headers=_bearer(kept), timeout=30) as me,
+            httpx.AsyncClient(base_url=live.url, headers=_bearer(revoked["token"]), timeout=30) as them,
+            stream(me, "/events") as mine,
+            stream(them, "/events") as theirs,
+        ):
+            assert (await admin.delete(f"/token/{revoked['id']}")).status_code == 204
+            assert await _ends(OpenStream(theirs)) == []
+            task_id = await schedule(me)
+            (event,) = await OpenStream(mine).events(1)
+    assert str(event.task_id) == task_id
+
+
+# Caps on open streams: per token and per API process
+
+RAW_REQUEST = "GET /events HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n\r\n"
+
+
+@asynccontextmanager
+async def _capped_api(
+    settings: Settings, backends: Backends
+) -> AsyncIterator[tuple[LiveApi, httpx.AsyncClient]]:
+    capped = settings.model_copy(update={"streams_per_token": 2, "streams_per_process": 3})
+    async with (
+        live_api(capped, backends) as server,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as admin,
+    ):
+        assert (await admin.post("/scheduler", json={"name": "alpha"})).status_code == 201
+        yield server, admin
+
+
+async def _refused(client: httpx.AsyncClient, path: str) -> httpx.Response:
+    async with stream(client, path) as response:
+        await response.aread()
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    return response
+
+
+async def test_streams_beyond_the_per_token_and_per_process_caps_are_429_with_retry_after(
+    settings: Settings, real: Backends
+) -> None:
+    async with _capped_api(settings, real) as (live, admin), contextlib.AsyncExitStack() as held:
+        a, b, c = [
+            await held.enter_async_context(
+                httpx.AsyncClient(base_url=live.url, headers=_bearer(await _client_token(admin)), timeout=30)
+            )
+            for _ in range(3)
+        ]
+        task_id = await schedule(a)
+        for path in ("/events", f"/task/{task_id}/events"):
+            assert (await held.enter_async_context(stream(a, path))).status_code == 200
+
+        per_token = await _refused(a, "/events")
+        assert "2 open event streams per token" in per_token.json()["detail"]
+        await _refused(a, f"/task/{task_id}/events")
+        assert (await held.enter_async_context(stream(b, "/events"))).status_code == 200
+        per_process = await _refused(c, "/events")
+        assert "3 open event streams" in per_process.json()["detail"]
+        assert live.streams.open == 3
+
+
+async def test_a_stream_frees_its_slot_when_it_closes_even_if_the_client_vanishes(
+    settings: Settings, real: Backends
+) -> None:
+    async with _capped_api(settings, real) as (live, admin):
+        token = await _client_token(admin)
+        async with httpx.AsyncClient(base_url=live.url, headers=_bearer(token), timeout=30) as me:
+            host, port = live.url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(RAW_REQUEST.format(token=token).encode())
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            async with stream(me, "/events") as response:
+                assert response.status_code == 200
+                await _refused(me, "/events")
+            await eventually(lambda: _open_streams(live, 1), what="the closed stream's slot to be freed")
+
+            writer.transport.abort()  # gone without a word: a reset connection
+            await eventually(lambda: _open_streams(live, 0), what="the vanished client's slot to be freed")
+            async with stream(me, "/events") as first, stream(me, "/events") as second:
+                assert (first.status_code, second.status_code) == (200, 200)
+
+
+async def _open_streams(live: LiveApi, count: int) -> bool:
+    return live.streams.open == count
 
 
 # The store side: one event per transition, in the transition's own script.

@@ -3,6 +3,8 @@ real servers (tokens live in Redis under the test's prefix)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +19,9 @@ from taskbroker.backends import Backends, embedded_backends
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
 from taskbroker.tokens import Role, TokenStore
+from tests.support.processes import process_env, taskbroker_command
 
+UNKNOWN_ID = "0b9a2f3e-55f4-4c41-9a43-7c1d1e6f0a11"
 ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
 PROTECTED = [
     ("POST", "/scheduler"),
@@ -232,6 +236,143 @@ async def test_a_token_limited_to_a_scheduler_may_use_only_that_one(callers: Cal
     assert (await client.http.get("/scheduler/beta")).status_code == 403
 
 
+# Visibility: one rule for every read path and role
+
+
+TASK_PATHS = [
+    ("GET", "/task/{task_id}"),
+    ("GET", "/task/{task_id}/events"),
+    ("POST", "/task/{task_id}/abort"),
+]
+VIEWERS: dict[str, dict[str, Any]] = {
+    "worker of alpha": {"role": "worker", "schedulers": ["alpha"]},
+    "client of alpha": {"role": "client", "schedulers": ["alpha"]},
+    "client of every scheduler": {"role": "client"},
+}
+
+
+@pytest.mark.parametrize("viewer", VIEWERS)
+@pytest.mark.parametrize(("method", "path"), TASK_PATHS)
+async def test_a_task_the_token_may_not_see_is_a_404_like_an_unknown_one(
+    callers: Callers, viewer: str, method: str, path: str
+) -> None:
+    hidden = (await callers.admin.schedule("beta")).json()["id"]
+    unknown = str(uuid.uuid4())
+    caller = await callers.as_new(**VIEWERS[viewer])
+
+    answers = [await caller.http.request(method, path.format(task_id=i)) for i in (hidden, unknown)]
+
+    if viewer == "worker of alpha" and method == "POST":
+        assert [a.status_code for a in answers] == [403, 403]  # no worker aborts: the role says so
+        return
+    assert [a.status_code for a in answers] == [404, 404], answers[0].text
+    assert answers[0].json()["detail"].replace(hidden, "ID") == answers[1].json()["detail"].replace(
+        unknown, "ID"
+    )
+
+
+@pytest.mark.parametrize("viewer", ["worker of alpha", "client of alpha"])
+async def test_a_scoped_token_lists_only_the_tasks_it_may_see(callers: Callers, viewer: str) -> None:
+    caller = await callers.as_new(**VIEWERS[viewer])
+    hidden = (await callers.admin.schedule("beta")).json()["id"]
+    seen = (await (caller if viewer.startswith("client") else callers.admin).schedule("alpha")).json()["id"]
+
+    listed = await caller.http.get("/tasks")
+
+    assert listed.status_code == 200
+    ids = {t["id"] for t in listed.json()["tasks"]}
+    assert seen in ids
+    assert hidden not in ids
+
+
+FOREIGN_SCHEDULER_READS = [
+    "/scheduler/beta",
+    "/scheduler/gamma",
+    "/tasks?scheduler=beta",
+    "/tasks?scheduler=gamma",
+    "/events?scheduler=beta",
+    "/events?scheduler=gamma",
+]
+
+
+@pytest.mark.parametrize("viewer", ["worker of alpha", "client of alpha"])
+@pytest.mark.parametrize("path", FOREIGN_SCHEDULER_READS)
+async def test_naming_a_scheduler_outside_the_tokens_list_is_403_whether_it_exists_or_not(
+    callers: Callers, viewer: str, path: str
+) -> None:
+    await callers.admin.schedule("beta")
+    caller = await callers.as_new(**VIEWERS[viewer])
+
+    response = await caller.http.get(path)
+
+    assert response.status_code == 403, response.text
+    assert "may not use the scheduler" in response.json()["detail"]
+
+
+async def test_metrics_covering_every_scheduler_are_refused_to_a_scoped_worker(callers: Callers) -> None:
+    scoped = await callers.as_new("worker", schedulers=["alpha"])
+    unscoped = await callers.as_new("worker")
+
+    refused = await scoped.http.get("/metrics")
+
+    assert refused.status_code == 403
+    assert "every scheduler" in refused.json()["detail"]
+    assert (await unscoped.http.get("/metrics")).status_code == 200
+
+
+# Admin tokens are never limited to schedulers
+
+
+@pytest.mark.parametrize("schedulers", [["alpha"], []])
+async def test_an_admin_token_with_a_scheduler_list_is_refused(
+    callers: Callers, schedulers: list[str]
+) -> None:
+    response = await callers.admin.http.post("/token", json={"role": "admin", "schedulers": schedulers})
+
+    assert response.status_code == 422, response.text
+    assert "admin" in response.json()["detail"][0]["msg"]
+    assert all(t["role"] != "admin" for t in (await callers.admin.http.get("/tokens")).json())
+
+
+async def test_a_stored_admin_token_with_a_scheduler_list_is_not_accepted(
+    callers: Callers, settings: Settings, real: Backends
+) -> None:
+    """As an older version stored one: refused, rather than trusted with every scheduler."""
+    created = await callers.token("worker", schedulers=["alpha"])
+    key = f"{settings.key_prefix}:tokens"
+    stored = await real.store.redis.hget(key, created["id"])
+    assert stored is not None
+    record = json.loads(stored)
+    await real.store.redis.hset(key, created["id"], json.dumps({**record, "role": "admin"}))
+
+    response = await callers.with_token(created["token"]).http.delete("/scheduler/beta")
+
+    assert response.status_code == 401
+    assert (await callers.admin.http.get("/scheduler/beta")).status_code == 200
+
+
+async def test_the_cli_refuses_an_admin_token_with_a_scheduler(settings: Settings, real: Backends) -> None:
+    env = process_env(key_prefix=settings.key_prefix, redis_url=settings.redis_url, amqp_url=None)
+    refused = await _cli(env, "token", "create", "--role", "admin", "--scheduler", "alpha")
+    accepted = await _cli(env, "token", "create", "--role", "worker", "--scheduler", "alpha")
+
+    assert refused[0] == 2
+    assert "admin" in refused[1]
+    assert accepted[0] == 0, accepted[1]
+    stored = await real.store.redis.hvals(f"{settings.key_prefix}:tokens")
+    assert [json.loads(r)["role"] for r in stored] == ["worker"]
+
+
+async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """The exit code and stderr of one `taskbroker` command."""
+    process = await asyncio.create_subprocess_exec(
+        *taskbroker_command(), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
 # Owners
 
 
@@ -255,6 +396,25 @@ async def test_a_client_sees_and_aborts_only_its_own_tasks(callers: Callers) -> 
 
 
 # Input limits
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tasks?cursor=99999999999999999999:0",
+        "/tasks?cursor=18446744073709551616",
+        "/tasks?cursor=1:9999999999",
+        "/tasks?limit=99999999999999999999",
+        "/tasks?limit=0",
+        f"/schedules/{UNKNOWN_ID}/runs?limit=99999999999999999999",
+        f"/task/{UNKNOWN_ID}/events?after=99999999999999999999-0",
+    ],
+)
+async def test_a_query_value_out_of_range_is_a_422(callers: Callers, path: str) -> None:
+    response = await callers.admin.http.get(path)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][0] == "query"
 
 
 async def test_a_body_over_the_size_limit_is_413(callers: Callers, settings: Settings) -> None:

@@ -11,6 +11,7 @@ from api.app import create_app
 from api.event_hub import EventHub
 from api.http_limits import HttpLimits
 from api.server import DrainingServer, draining_server
+from api.stream_slots import StreamSlots
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
 from tests.support.waiting import eventually
@@ -22,7 +23,7 @@ async def live_api(settings: Settings, backends: Backends) -> AsyncIterator[Live
     app = create_app(settings, backends, owns_backends=False)
     server = draining_server(app, host="127.0.0.1", port=0, limits=HttpLimits.of(settings))
     async with serving(server):
-        yield LiveApi(server, app.state.event_hub)
+        yield LiveApi(server, app.state.event_hub, app.state.stream_slots)
 
 
 @asynccontextmanager
@@ -44,8 +45,9 @@ async def serving(server: DrainingServer) -> AsyncIterator[None]:
 
 
 class LiveApi:
-    def __init__(self, server: DrainingServer, hub: EventHub) -> None:
+    def __init__(self, server: DrainingServer, hub: EventHub, streams: StreamSlots) -> None:
         self.server = server
         self.hub = hub
+        self.streams = streams
         port = server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"

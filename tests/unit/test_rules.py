@@ -12,12 +12,13 @@ from pydantic import ValidationError
 
 from api.limits import _shape
 from taskbroker.errors import InvalidCursor
+from taskbroker.events import InvalidEventId, parse_event_id
 from taskbroker.lifecycle import Backoff
 from taskbroker.logs import REDACTED, redact_text
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
 from taskbroker.settings import Settings
 from taskbroker.store import _parse_cursor
-from taskbroker.tokens import Principal, Role, _split
+from taskbroker.tokens import AdminScopeRefused, Principal, Role, _split, check_scope
 
 STRONG = "x" * 32
 
@@ -128,6 +129,33 @@ def test_a_principal_uses_only_its_schedulers_and_owns_only_its_tasks() -> None:
 
 
 @pytest.mark.parametrize(
+    ("principal", "scheduler", "owner", "sees"),
+    [
+        (Principal("admin", Role.ADMIN, None), "b", "t2", True),
+        (Principal("w1", Role.WORKER, None), "b", "t2", True),
+        (Principal("w1", Role.WORKER, frozenset({"a"})), "a", "t2", True),
+        (Principal("w1", Role.WORKER, frozenset({"a"})), "b", "t2", False),
+        (Principal("t1", Role.CLIENT, None), "b", "t1", True),
+        (Principal("t1", Role.CLIENT, None), "b", "t2", False),
+        (Principal("t1", Role.CLIENT, frozenset({"a"})), "b", "t1", False),
+        (Principal("t1", Role.CLIENT, frozenset({"a"})), "a", None, False),
+    ],
+)
+def test_a_principal_sees_the_tasks_of_its_schedulers_and_a_client_only_its_own(
+    principal: Principal, scheduler: str, owner: str | None, sees: bool
+) -> None:
+    assert principal.sees(scheduler, owner) is sees
+
+
+@pytest.mark.parametrize(("role", "schedulers"), [(Role.ADMIN, ["a"]), (Role.ADMIN, [])])
+def test_an_admin_token_takes_no_scheduler_list(role: Role, schedulers: list[str]) -> None:
+    with pytest.raises(AdminScopeRefused, match="admin"):
+        check_scope(role, schedulers)
+    check_scope(Role.WORKER, schedulers)
+    check_scope(role, None)
+
+
+@pytest.mark.parametrize(
     ("value", "depth"),
     [({}, 1), ({"a": 1}, 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]]], 4), ("s", 0)],
 )
@@ -163,3 +191,15 @@ def test_redaction_hides_the_secret_and_keeps_the_context(text: str, kept: str, 
     assert kept in redacted
     assert hidden not in redacted
     assert REDACTED in redacted
+
+
+@pytest.mark.parametrize(
+    "value", ["18446744073709551616-0", "0-18446744073709551616", "99999999999999999999-0"]
+)
+def test_an_event_id_part_beyond_64_bits_is_invalid(value: str) -> None:
+    with pytest.raises(InvalidEventId, match="64-bit"):
+        parse_event_id(value)
+
+
+def test_the_highest_event_id_is_valid() -> None:
+    assert parse_event_id("18446744073709551615-18446744073709551615") == (2**64 - 1, 2**64 - 1)
