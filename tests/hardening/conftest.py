@@ -52,7 +52,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         key_prefix=settings.key_prefix,
         redis_url=REDIS_URL,
         amqp_url=AMQP_URL,
-        extra={"TASKBROKER_REPUBLISH_AFTER": str(REPUBLISH_AFTER)},
+        extra={
+            "TASKBROKER_REPUBLISH_AFTER": str(REPUBLISH_AFTER),
+            # Short, so that held connections are seen closed within the test.
+            "TASKBROKER_HTTP_HEADER_TIMEOUT": "2",
+            "TASKBROKER_HTTP_BODY_TIMEOUT": "2",
+        },
     )
     processes = Processes(Path(tmp_path_factory.mktemp("hardening")), env)
     try:
