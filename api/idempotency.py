@@ -20,6 +20,12 @@ IdempotencyKeyHeader = Annotated[
         "the request answers that task (200) instead of creating another.",
     ),
 ]
+RefusedBatchKeyHeader = Annotated[
+    str | None,
+    # Read only to refuse it with a clear 422; not in the schema, which must not offer a header
+    # the endpoint refuses.
+    Header(alias="Idempotency-Key", include_in_schema=False),
+]
 
 
 def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:

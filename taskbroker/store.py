@@ -33,6 +33,7 @@ from uuid import UUID
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskbroker.errors import (
@@ -407,14 +408,21 @@ class TaskStore:
         the listing is complete when ``next_cursor`` is None.
         """
         position, skip = _parse_cursor(cursor)
-        if scheduler is None:
-            next_position, members = await self._redis.zscan(self._key("deadlines"), position, count=limit)
-            batch = [str(member) for member, _ in members]
-        else:
-            next_position, found = await self._redis.sscan(
-                self._key("live", scheduler), position, count=limit
-            )
-            batch = [str(member) for member in found]
+        try:
+            if scheduler is None:
+                next_position, members = await self._redis.zscan(
+                    self._key("deadlines"), position, count=limit
+                )
+                batch = [str(member) for member, _ in members]
+            else:
+                next_position, found = await self._redis.sscan(
+                    self._key("live", scheduler), position, count=limit
+                )
+                batch = [str(member) for member in found]
+        except RedisResponseError:
+            # The server is the judge of its own cursors (an embedded Redis takes fewer bits than
+            # a real one): a position it refuses is not one this API returned.
+            raise InvalidCursor(f"cursor {cursor!r} is not one this API returned") from None
         ids = batch[skip : skip + limit]
         if skip + limit < len(batch):
             next_cursor: str | None = f"{position}:{skip + limit}"

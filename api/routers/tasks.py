@@ -15,7 +15,13 @@ from api.auth import AnyCaller, Scheduling, require_scheduler, require_visible
 from api.callbacks import check_callback_url
 from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
 from api.direct_route import DirectRoute
-from api.idempotency import IdempotencyKeyHeader, check_unique_keys, refuse_batch_header_key, with_header_key
+from api.idempotency import (
+    IdempotencyKeyHeader,
+    RefusedBatchKeyHeader,
+    check_unique_keys,
+    refuse_batch_header_key,
+    with_header_key,
+)
 from api.json_body import JsonBodyRoute
 from api.limits import check_task_input, enforce_rate_limit
 from api.schemas import (
@@ -126,7 +132,9 @@ async def schedule_task(
     (scheduled,) = await schedule(
         requests, store=context.store, broker=context.broker, settings=context.settings
     )
-    return _json(scheduled.task.model_dump_json(), created=scheduled.created)
+    return _json(
+        scheduled.task.model_dump_json(), created=scheduled.created, location=f"/task/{scheduled.task.id}"
+    )
 
 
 @scheduling_router.post(
@@ -139,7 +147,7 @@ async def schedule_batch(
     body: BatchScheduleRequest,
     principal: Scheduling,
     context: SchedulingContextDep,
-    idempotency_key: IdempotencyKeyHeader = None,
+    idempotency_key: RefusedBatchKeyHeader = None,
 ) -> Response:
     """Create up to 1,000 tasks at once, all or none; answered once every message is confirmed.
     Idempotency keys go per task (``key``); a task whose key a live task holds is that task."""
@@ -152,14 +160,16 @@ async def schedule_batch(
     return _json(tasks.model_dump_json(), created=any(s.created for s in scheduled))
 
 
-def _json(body: str, *, created: bool) -> Response:
+def _json(body: str, *, created: bool, location: str | None = None) -> Response:
     """The answer of a scheduling endpoint, serialised once: the models it is built from are
     valid already, and FastAPI's response_model would validate them again. The route still
-    documents the model."""
+    documents the model. ``location`` names the one task's URL (clients and schemathesis's
+    stateful phase follow it)."""
     return Response(
         body,
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         media_type="application/json",
+        headers={"Location": location} if location else None,
     )
 
 

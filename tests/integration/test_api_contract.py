@@ -339,3 +339,20 @@ async def test_a_known_path_with_another_method_is_405_allowing_every_method_it_
     assert response.status_code == 405, response.text
     assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
     assert method in response.json()["detail"]
+
+
+@pytest.mark.parametrize("cursor", ["17300154879259414600:125942140", f"{2**64 - 1}:0", f"{2**63}"])
+@pytest.mark.parametrize("scheduler", [None, "contract"])
+async def test_a_cursor_of_the_right_shape_that_the_server_refuses_is_422_never_500(
+    api: Api, cursor: str, scheduler: str | None
+) -> None:
+    """Found by schemathesis: the embedded Redis takes cursors below 2**63 only, a real one
+    below 2**64; whichever refuses one, the client gets a 422, not a 500."""
+    await api.register("contract")
+    params = {"cursor": cursor, **({"scheduler": scheduler} if scheduler else {})}
+
+    response = await api.http.get("/tasks", params=params)
+
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert "not one this API returned" in response.text

@@ -37,6 +37,6 @@ async def test_one_sweep_expires_a_backlog_of_several_batches_each_task_once(
     assert await store.live_count(SCHEDULER) == 2
     assert await store.live_deadline_count() == 2
     timeouts = [
-        e for e in await EventLog(store.redis, store.key_prefix).read_after("0") if e.state == "timeout"
+        e for e in await EventLog(store.redis, store.key_prefix).read_after("0-0") if e.state == "timeout"
     ]
     assert sorted(str(e.task_id) for e in timeouts) == sorted(str(t.id) for t in due)
