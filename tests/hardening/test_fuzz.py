@@ -48,7 +48,9 @@ def schema_file(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.parametrize("token", ["admin", "client", "none"])
-def test_every_check_and_phase_pass(token: str, deployment: Deployment, schema_file: Path) -> None:
+def test_every_check_and_phase_pass(
+    token: str, deployment: Deployment, schema_file: Path, tmp_path: Path
+) -> None:
     headers = {"admin": deployment.admin_headers, "client": deployment.client_headers, "none": {}}[token]
     command = [
         *_schemathesis(),
@@ -73,7 +75,10 @@ def test_every_check_and_phase_pass(token: str, deployment: Deployment, schema_f
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
 
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=RUN_DEADLINE, check=False)
+    # In a directory of its own: schemathesis keeps a cache of what it found where it runs.
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=RUN_DEADLINE, check=False, cwd=tmp_path
+    )
 
     report = finished.stdout + finished.stderr
     print(report[-4000:])
