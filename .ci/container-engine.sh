@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a Docker-compatible container engine answer on a unix socket for the Docker runtime's tests:
-# podman's API service (no Docker daemon can run in this sandbox; see the README's Docker runtime row).
+# podman's API service (no Docker daemon can run in this sandbox; see docs/runtimes.md, The Docker runtime).
 # Idempotent: on a second run every step is a quick check.
 set -euo pipefail
 

@@ -51,7 +51,7 @@ RELIED_ON = (
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """What a connection may take; the README's Configuration table documents each."""
+    """What a connection may take; docs/configuration.md documents each."""
 
     max_header_bytes: int = 32 * 1024
     header_timeout: float = 10.0

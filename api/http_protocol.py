@@ -3,7 +3,7 @@
 uvicorn writes a response's head and its body with two ``transport.write`` calls. On an idle
 socket each write is its own ``send`` system call and its own TCP segment, so the client wakes
 twice per answer and the API pays two trips through the loopback stack. Joined, a one-task
-answer leaves in one segment: 14-24% more one-task requests/s (README, Performance).
+answer leaves in one segment: 14-24% more one-task requests/s (bench/results/history.md).
 
 The join waits for nothing but the end of the current turn (as AMQP frames and log lines do:
 taskbroker/queue/amqp.py, taskbroker/logs.py), so a streamed body (server-sent events) still

@@ -54,7 +54,7 @@ class ScheduleRequest(BaseModel):
     callback_url: Annotated[UnicodeText, Field(min_length=1, max_length=MAX_CALLBACK_URL)] | None = Field(
         default=None,
         description="http(s) URL whose host and port TASKBROKER_WEBHOOK_HOSTS admits: the final task "
-        "is POSTed there, signed (README, Webhooks).",
+        "is POSTed there, signed (docs/api.md, Webhooks).",
     )
 
     @field_validator("timeout")

@@ -1,6 +1,6 @@
 """One consumer of one scheduler's queue.
 
-The order of steps is what makes the guarantees (README, "Delivery guarantee"):
+The order of steps is what makes the guarantees (docs/operations.md, "Delivery guarantee"):
 
 1. A delivery waits for a free slot (at most ``prefetch`` wait; a wait longer than the hold
    limit hands it back, so a delivery never sits unacked long enough to meet RabbitMQ's

@@ -3,7 +3,7 @@ Linux and macOS), else the standard library's.
 
 uvloop runs the loop, its timers and its socket transports in C. Here, with the work of one
 request or task spread over a dozen loop callbacks and socket calls, it took 10% off the API's
-CPU per one-task request (README, Performance). Everything we run on the loop (uvicorn, pika's
+CPU per one-task request (bench/results/history.md). Everything we run on the loop (uvicorn, pika's
 asyncio adapter, redis-py, signal handlers, threads handing results back) works on either.
 """
 

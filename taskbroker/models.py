@@ -95,7 +95,7 @@ class Task(BaseModel):
     key: str | None = None
     """The idempotency key it was scheduled with: no second live task of its scheduler has it."""
     callback_url: str | None = None
-    """Where its final state is POSTed (README, "Webhooks")."""
+    """Where its final state is POSTed (docs/api.md, "Webhooks")."""
 
 
 class SchedulerDefinition(BaseModel):

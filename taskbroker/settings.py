@@ -23,7 +23,7 @@ ApiDocsAccess = Literal["token", "public", "off"]
 class Settings(BaseSettings):
     """Configuration shared by the API, the consumers and the timeout daemon.
 
-    The README's configuration table documents each field; keep the two in step.
+    docs/configuration.md documents each field; keep the two in step (tests/unit/test_docs.py checks).
     """
 
     model_config = SettingsConfigDict(env_prefix="TASKBROKER_", extra="ignore")
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1)
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
 
-    # Security (README, "Security")
+    # Security (docs/security.md)
     admin_token: SecretStr | None = Field(
         default=None, description="A bootstrap admin token; at least 32 characters."
     )
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Tasks one token may schedule per minute; 0 turns the limit off."
     )
 
-    # Recurring schedules (README, "Recurring schedules")
+    # Recurring schedules (docs/schedules.md)
     schedule_grace: timedelta = Field(
         default=timedelta(minutes=5),
         description="How late a missed fire time may still be run (once, coalesced) when a firer returns.",
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     schedule_poll: float = Field(default=1.0, gt=0, description="Seconds between a schedule firer's checks.")
     schedule_history: int = Field(default=100, ge=1, le=10000, description="Runs kept per schedule.")
 
-    # Webhooks (README, "Webhooks")
+    # Webhooks (docs/api.md, "Webhooks")
     webhook_hosts: str = Field(
         default="",
         description="Comma-separated host or host:port entries a task's callback_url may reach; "
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         """Parsed on each use (a few entries): a settings copy with other hosts is never stale."""
         return WebhookAllowList.parse(self.webhook_hosts)
 
-    # Task events (README, "Events")
+    # Task events (docs/events.md)
     events_max_length: int = Field(
         default=100_000, ge=100, description="Most entries the event stream keeps (trimmed approximately)."
     )

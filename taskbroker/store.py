@@ -4,8 +4,8 @@ Task record (hash ``{prefix}:task:{id}``): the Task fields but its id (the key n
 timestamps as epoch seconds, plus the ``lease_owner`` / ``lease_until`` of a running task; the
 scripts' ``task_record`` reads it whole. Its attributes (JSON) are a field of the hash when they
 are short (64 bytes at most), else the string ``{prefix}:attributes:{id}``, which lives and
-expires with the hash (kept apart so the hash's short fields stay a compact listpack: README,
-Performance). Indexes: ``{prefix}:deadlines`` (sorted set of live tasks by timeout, which the
+expires with the hash (kept apart so the hash's short fields stay a compact listpack:
+bench/results/history.md). Indexes: ``{prefix}:deadlines`` (sorted set of live tasks by timeout, which the
 timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry), ``{prefix}:unclaimed``
 (pending tasks by when their message is published again unless a consumer claims them first:
 reconciliation, which the timeout daemon runs),

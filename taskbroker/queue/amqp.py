@@ -30,7 +30,7 @@ PERSISTENT = 2
 QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY, "x-queue-version": 2}
 """Version 2 classic queues (RabbitMQ 3.10+, the only version from 4.0): a persistent message is
 confirmed in about half the time of version 1, and the queue costs RabbitMQ less CPU per message
-(README, Performance)."""
+(bench/results/history.md)."""
 VERSION_1_QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
 """What taskbroker declared before version 2 queues; such a queue is used as it is."""
 PRECONDITION_FAILED = 406

@@ -1,5 +1,5 @@
-"""How a live task is laid out in Redis: the layout is what keeps it under 1 KiB (README,
-Performance), so it is specified here against the real server, whose encodings are the point."""
+"""How a live task is laid out in Redis: the layout is what keeps it under 1 KiB
+(docs/performance.md), so it is specified here against the real server, whose encodings are the point."""
 
 from __future__ import annotations
 
