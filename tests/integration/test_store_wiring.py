@@ -47,7 +47,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         return wrapper
 
     for cls in STORE_CLASSES:
-        monkeypatch.setattr(cls, "__init__", counting(cls.__name__, cls.__init__))
+        monkeypatch.setattr(cls, "__init__", counting(cls.__name__, vars(cls)["__init__"]))
     monkeypatch.setattr(Redis, "register_script", counting("register_script", Redis.register_script))
     return counted
 
