@@ -20,11 +20,9 @@ from api.scheduling_lane import LanedFastAPI
 from api.stream_slots import StreamSlots
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
-from taskbroker.events import EventLog
 from taskbroker.metrics.live import LiveState
 from taskbroker.settings import Settings
 from taskbroker.startup_heap import freeze_startup_heap
-from taskbroker.tokens import TokenStore
 
 log = structlog.get_logger("taskbroker.api")
 
@@ -32,7 +30,8 @@ log = structlog.get_logger("taskbroker.api")
 def create_app(
     settings: Settings, backends: Backends, *, owns_backends: bool = True, lanes: bool = True
 ) -> FastAPI:
-    """Build the API over the given backends; with ``owns_backends`` it closes them at shutdown.
+    """Build the API over the given backends (every store the routes use comes from them: see
+    api.dependencies); with ``owns_backends`` it closes them at shutdown.
     ``lanes=False`` serves the scheduling requests through the whole middleware stack too (the
     tests compare both: api.scheduling_lane)."""
 
@@ -62,12 +61,11 @@ def create_app(
     )
     app.state.settings = settings
     app.state.backends = backends
-    app.state.scheduling_context = SchedulingContext(backends.store, backends.broker, settings)
-    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    app.state.tokens = TokenStore(
-        backends.store.redis, settings.key_prefix, admin_token, script_calls=backends.store.script_calls
+    app.state.scheduling_context = SchedulingContext(
+        backends.store, backends.broker, backends.rate_windows, settings
     )
-    app.state.event_hub = EventHub(EventLog(backends.store.redis, settings.key_prefix))
+    app.state.tokens = backends.tokens
+    app.state.event_hub = EventHub(backends.events)
     app.state.stream_slots = StreamSlots(app.state.tokens, settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

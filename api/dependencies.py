@@ -1,4 +1,6 @@
-"""Connections and settings reach handlers through Depends, never through globals."""
+"""Connections, stores and settings reach handlers through Depends, never through globals. Every
+store here was built once, with the process's Backends (taskbroker.backends): a request only
+looks one up."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from taskbroker.backends import Backends
 from taskbroker.queue.base import QueueBroker
+from taskbroker.rate_windows import RateWindows
+from taskbroker.schedule_store import ScheduleStore
 from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
 
@@ -19,17 +24,25 @@ class SchedulingContext:
 
     store: TaskStore
     broker: QueueBroker
+    rate_windows: RateWindows
     settings: Settings
 
 
+def _backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
 async def _store(request: Request) -> TaskStore:
-    store: TaskStore = request.app.state.backends.store
-    return store
+    return _backends(request).store
 
 
 async def _broker(request: Request) -> QueueBroker:
-    broker: QueueBroker = request.app.state.backends.broker
-    return broker
+    return _backends(request).broker
+
+
+async def _schedules(request: Request) -> ScheduleStore:
+    return _backends(request).schedules
 
 
 async def _settings(request: Request) -> Settings:
@@ -44,5 +57,6 @@ async def _scheduling_context(request: Request) -> SchedulingContext:
 
 StoreDep = Annotated[TaskStore, Depends(_store)]
 BrokerDep = Annotated[QueueBroker, Depends(_broker)]
+SchedulesDep = Annotated[ScheduleStore, Depends(_schedules)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SchedulingContextDep = Annotated[SchedulingContext, Depends(_scheduling_context)]

@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskbroker.models import utcnow
+from taskbroker.rate_windows import RateWindows
 from taskbroker.settings import Settings
-from taskbroker.store import TaskStore, redis_call
 
 
 def _shape(value: Any) -> tuple[int, bool]:
@@ -75,16 +75,7 @@ def check_task_input(attributes: dict[str, Any], timeout: datetime | None, setti
         )
 
 
-@redis_call
-async def _count(store: TaskStore, key: str, tasks: int) -> int:
-    pipe = store.redis.pipeline(transaction=True)
-    pipe.incrby(key, tasks)
-    pipe.expire(key, 120)
-    count, _ = await pipe.execute()
-    return int(count)
-
-
-async def enforce_rate_limit(store: TaskStore, settings: Settings, token_id: str, tasks: int) -> None:
+async def enforce_rate_limit(windows: RateWindows, settings: Settings, token_id: str, tasks: int) -> None:
     """429 with Retry-After once a token has scheduled more than its tasks per minute. A fixed
     one-minute window in Redis, so every API replica counts against the same budget."""
     limit = settings.schedule_rate_limit
@@ -92,7 +83,7 @@ async def enforce_rate_limit(store: TaskStore, settings: Settings, token_id: str
         return
     now = time.time()
     window = int(now // 60)
-    count = await _count(store, f"{store.key_prefix}:rate:{token_id}:{window}", tasks)
+    count = await windows.add(token_id, window, tasks)
     if count > limit:
         retry_after = max(1, int((window + 1) * 60 - now) + 1)
         raise HTTPException(

@@ -80,7 +80,9 @@ async def measure(samples: int, sweep_interval: float) -> dict[str, Any]:
         scheduler=SCHEDULER,
         concurrency=4,
     )
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
+    )
     stop = asyncio.Event()
     app = create_app(settings, backends, owns_backends=False)
     background: list[asyncio.Task[None]] = []

@@ -41,7 +41,9 @@ async def _create(store: TaskStore, count: int, *, due: bool) -> None:
 async def _measure(expire: int, live_counts: list[int], idle_sweeps: int) -> dict[str, Any]:
     settings = Settings(redis_url=REDIS_URL, amqp_url=AMQP_URL, key_prefix=f"bench-{uuid.uuid4().hex[:8]}")
     backends = real_backends(settings, connection_name="taskbroker-bench-daemon")
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
+    )
     figures: dict[str, Any] = {}
     try:
         await backends.store.register_scheduler(SchedulerDefinition(name=SCHEDULER))

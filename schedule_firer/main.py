@@ -1,4 +1,5 @@
-"""Start the schedule firer process."""
+"""Start the schedule firer process. `taskbroker schedule-firer` and `taskbroker dev` both start
+it here."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import asyncio
 
 from schedule_firer.firer import ScheduleFirer
 from taskbroker.backends import Backends
-from taskbroker.schedule_store import ScheduleStore
 from taskbroker.settings import Settings
 
 
 async def serve_firer(settings: Settings, backends: Backends, stop: asyncio.Event) -> None:
-    schedules = ScheduleStore(backends.store.redis, settings.key_prefix, settings.schedule_history)
+    """Fire due schedules over ``backends`` until ``stop``."""
     await ScheduleFirer(
-        settings=settings, store=backends.store, schedules=schedules, broker=backends.broker
+        settings=settings, store=backends.store, schedules=backends.schedules, broker=backends.broker
     ).run(stop)

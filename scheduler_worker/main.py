@@ -1,4 +1,5 @@
-"""Start a consumer process: wait for Redis, look up the scheduler, load its runtime, consume."""
+"""Start a consumer process: wait for Redis, look up the scheduler, load its runtime, consume.
+`taskbroker worker` and `taskbroker dev` both start it here."""
 
 from __future__ import annotations
 

@@ -34,13 +34,19 @@ class SweepReport:
 
 class TimeoutDaemon:
     def __init__(
-        self, *, settings: Settings, store: TaskStore, broker: QueueBroker, batch: int = 1000
+        self,
+        *,
+        settings: Settings,
+        store: TaskStore,
+        events: EventLog,
+        broker: QueueBroker,
+        batch: int = 1000,
     ) -> None:
         self._settings = settings
         self._store = store
         self._broker = broker
         self._batch = batch
-        self._events = EventLog(store.redis, store.key_prefix)
+        self._events = events
         self.sweeps = 0
 
     async def sweep(self) -> SweepReport:

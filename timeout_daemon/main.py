@@ -1,4 +1,5 @@
-"""Start the timeout daemon process: the sweeps and the webhook dispatcher."""
+"""Start the timeout daemon process: the sweeps and the webhook dispatcher. `taskbroker
+timeout-daemon` and `taskbroker dev` both start it here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from timeout_daemon.webhooks import run_dispatcher_if_configured
 
 
 async def serve_daemon(settings: Settings, backends: Backends, stop: asyncio.Event) -> None:
-    await asyncio.gather(
-        TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker).run(stop),
-        run_dispatcher_if_configured(settings, backends.store, stop),
+    """Sweep and dispatch webhooks over ``backends`` until ``stop``."""
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
     )
+    await asyncio.gather(daemon.run(stop), run_dispatcher_if_configured(settings, backends.webhooks, stop))

@@ -21,7 +21,6 @@ import structlog
 
 from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.settings import Settings
-from taskbroker.store import TaskStore
 from taskbroker.webhook_signature import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from taskbroker.webhook_store import DueWebhook, WebhookDeliveries
 
@@ -43,7 +42,7 @@ class WebhookDispatcher:
         self,
         *,
         settings: Settings,
-        store: TaskStore,
+        deliveries: WebhookDeliveries,
         batch: int = 50,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -52,7 +51,7 @@ class WebhookDispatcher:
         self._settings = settings
         self._allowed = settings.webhook_allow_list
         self._secret = settings.webhook_secret.get_secret_value().encode()
-        self._deliveries = WebhookDeliveries(store)
+        self._deliveries = deliveries
         self._batch = batch
         # A claim outlasts the slowest POST, so it never lapses while its dispatcher still waits.
         self._lease = settings.webhook_timeout * 2 + 5
@@ -136,10 +135,12 @@ class WebhookDispatcher:
             log.info("webhook_dispatcher.stopped")
 
 
-async def run_dispatcher_if_configured(settings: Settings, store: TaskStore, stop: asyncio.Event) -> None:
+async def run_dispatcher_if_configured(
+    settings: Settings, deliveries: WebhookDeliveries, stop: asyncio.Event
+) -> None:
     """Run the dispatcher when deliveries can be signed; without a secret there is nothing to do
     (the API refuses callback URLs then)."""
     if settings.webhook_secret is None:
         log.info("webhook_dispatcher.disabled", reason="TASKBROKER_WEBHOOK_SECRET is not set")
         return
-    await WebhookDispatcher(settings=settings, store=store).run(stop)
+    await WebhookDispatcher(settings=settings, deliveries=deliveries).run(stop)

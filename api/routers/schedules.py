@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from api.auth import Admin
-from api.dependencies import BrokerDep, SettingsDep, StoreDep
+from api.dependencies import BrokerDep, SchedulesDep, SettingsDep, StoreDep
 from api.json_body import JsonBodyRoute
 from api.limits import check_task_input
 from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
@@ -44,15 +44,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "Another schedule has that name"},
     503: {"model": ErrorBody, "description": "Redis or RabbitMQ unreachable: retry later"},
 }
-
-
-def _schedules(request: Request) -> ScheduleStore:
-    backends = request.app.state.backends
-    settings: Settings = request.app.state.settings
-    return ScheduleStore(backends.store.redis, settings.key_prefix, settings.schedule_history)
-
-
-SchedulesDep = Annotated[ScheduleStore, Depends(_schedules)]
 
 
 def _invalid(exc: InvalidTrigger) -> RequestValidationError:

@@ -95,7 +95,7 @@ async def _accept(
         if body.callback_url is not None:
             check_callback_url(body.callback_url, settings)
     check_unique_keys(bodies)
-    await enforce_rate_limit(context.store, settings, principal.token_id, len(bodies))
+    await enforce_rate_limit(context.rate_windows, settings, principal.token_id, len(bodies))
     return [
         TaskRequest(
             b.scheduler,

@@ -26,7 +26,9 @@ async def test_one_sweep_expires_a_backlog_of_several_batches_each_task_once(
     due = [NewTask(uuid.uuid4(), SCHEDULER, {"n": n}, now - timedelta(seconds=1)) for n in range(11)]
     later = [NewTask(uuid.uuid4(), SCHEDULER, {"n": n}, now + timedelta(hours=1)) for n in range(2)]
     await store.create([*due, *later], now=now)
-    daemon = TimeoutDaemon(settings=settings, store=store, broker=backends.broker, batch=3)
+    daemon = TimeoutDaemon(
+        settings=settings, store=store, events=backends.events, broker=backends.broker, batch=3
+    )
 
     first = await daemon.sweep()
     second = await daemon.sweep()

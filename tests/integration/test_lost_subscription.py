@@ -11,6 +11,7 @@ RabbitMQ connection; the API and the assertions use another.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,7 +72,7 @@ async def _consumer_with_a_running_task(
     settings: Settings, real: Backends, broker: AmqpBroker, api: Api, recording: Recording
 ) -> AsyncIterator[tuple[Consumer, dict[str, Any]]]:
     """A consumer on its own connection, running a held task the test releases at the end."""
-    backends = Backends(store=real.store, broker=broker)
+    backends = dataclasses.replace(real, broker=broker)
     try:
         async with running_consumer(settings, backends, SCHEDULER) as consumer:
             running = await api.schedule(SCHEDULER, recording.call("running", asynchronous=True, held=True))

@@ -84,7 +84,9 @@ async def test_a_republished_lapsed_task_keeps_its_priority(
         await api.http.post(
             "/task/schedule", json={"scheduler": SCHEDULER, "attributes": recording.call(f"low-{n}")}
         )
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
+    )
 
     async def requeued() -> bool:
         return (await daemon.sweep()).requeued == 1 or (await backends.store.get(urgent)).state == "pending"

@@ -38,7 +38,9 @@ async def _messages(backends: Backends, settings: Settings, scheduler: str = SCH
 
 
 def _daemon(settings: Settings, backends: Backends, batch: int = 1000) -> TimeoutDaemon:
-    return TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker, batch=batch)
+    return TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker, batch=batch
+    )
 
 
 async def test_a_stored_task_that_was_never_published_is_republished_and_runs(

@@ -71,7 +71,9 @@ async def test_task_whose_timeout_passes_while_waiting_ends_timeout_and_never_ru
     task = await api.schedule(
         SCHEDULER, recording.call("late"), expires=datetime.now(UTC) + timedelta(seconds=0.5)
     )
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
+    )
 
     async def expired_one() -> bool:
         return (await daemon.sweep()).expired == 1
@@ -199,7 +201,9 @@ async def test_running_task_past_its_timeout_ends_timeout_and_its_run_is_cancell
     api: Api, settings: Settings, backends: Backends, recording: Recording
 ) -> None:
     await api.register(SCHEDULER)
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
+    daemon = TimeoutDaemon(
+        settings=settings, store=backends.store, events=backends.events, broker=backends.broker
+    )
     stop = asyncio.Event()
 
     async with running_consumer(settings, backends, SCHEDULER, concurrency=1):

@@ -70,7 +70,7 @@ async def test_final_task_is_posted_once_with_a_valid_signature(
     task = await _schedule(api, receiver.url)
     async with running_consumer(settings, backends, SCHEDULER):
         await api.wait_for_state(task["id"], "complete")
-    dispatcher = WebhookDispatcher(settings=settings, store=backends.store)
+    dispatcher = WebhookDispatcher(settings=settings, deliveries=backends.webhooks)
     try:
         await _dispatch_until(dispatcher, lambda: receiver.deliveries(), "the webhook POST")
         await dispatcher.dispatch_due()
@@ -96,7 +96,7 @@ async def test_receiver_failing_twice_gets_the_delivery_on_the_third_try(
     await api.register(SCHEDULER)
     task = await _schedule(api, receiver.url)
     await api.http.post(f"/task/{task['id']}/abort")
-    dispatcher = WebhookDispatcher(settings=settings, store=backends.store)
+    dispatcher = WebhookDispatcher(settings=settings, deliveries=backends.webhooks)
     try:
         await _dispatch_until(dispatcher, lambda: receiver.deliveries(200), "a successful delivery")
         await dispatcher.dispatch_due()
@@ -127,7 +127,7 @@ async def test_delivery_gives_up_after_the_attempt_limit(
     await api.register(SCHEDULER)
     task = await _schedule(api, receiver.url)
     await api.http.post(f"/task/{task['id']}/abort")
-    dispatcher = WebhookDispatcher(settings=settings, store=backends.store)
+    dispatcher = WebhookDispatcher(settings=settings, deliveries=backends.webhooks)
     try:
         await _dispatch_until_none_pending(dispatcher, backends, "the dispatcher to give up")
     finally:
@@ -145,7 +145,7 @@ async def test_a_redirect_is_not_followed_but_retried_as_a_failure(
         await api.register(SCHEDULER)
         task = await _schedule(api, receiver.url)
         await api.http.post(f"/task/{task['id']}/abort")
-        dispatcher = WebhookDispatcher(settings=settings, store=backends.store)
+        dispatcher = WebhookDispatcher(settings=settings, deliveries=backends.webhooks)
         try:
             await _dispatch_until_none_pending(dispatcher, backends, "the dispatcher to give up")
         finally:
@@ -164,7 +164,7 @@ async def test_a_queued_delivery_whose_port_the_allow_list_no_longer_admits_is_d
     task = await _schedule(api, receiver.url)
     await api.http.post(f"/task/{task['id']}/abort")
     narrowed = settings.model_copy(update={"webhook_hosts": "127.0.0.1"})  # its default port only
-    dispatcher = WebhookDispatcher(settings=narrowed, store=backends.store)
+    dispatcher = WebhookDispatcher(settings=narrowed, deliveries=backends.webhooks)
     try:
         await _dispatch_until_none_pending(dispatcher, backends, "the dispatcher to drop the delivery")
     finally:
@@ -181,7 +181,9 @@ async def test_two_dispatchers_deliver_each_webhook_once(
     tasks = [await _schedule(api, receiver.url) for _ in range(12)]
     for task in tasks:
         await api.http.post(f"/task/{task['id']}/abort")
-    dispatchers = [WebhookDispatcher(settings=settings, store=backends.store, batch=4) for _ in range(2)]
+    dispatchers = [
+        WebhookDispatcher(settings=settings, deliveries=backends.webhooks, batch=4) for _ in range(2)
+    ]
     deliveries = WebhookDeliveries(backends.store)
     try:
 

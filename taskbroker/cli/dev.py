@@ -1,6 +1,7 @@
 """`taskbroker dev`: the API, a consumer of a `default` Inline scheduler, the timeout daemon and
 the schedule firer in one process, on embedded backends unless Redis and RabbitMQ URLs are
-configured."""
+configured. Each is started by the same function as its own command (api.main,
+scheduler_worker.main, timeout_daemon.main, schedule_firer.main), over one shared Backends."""
 
 from __future__ import annotations
 
@@ -13,25 +14,22 @@ from collections.abc import Callable
 import structlog
 from pydantic import SecretStr
 
-from api.app import create_app
-from api.http_limits import HttpLimits
-from api.server import DrainingServer, draining_server
-from runtimes.base import RuntimeConfig
-from runtimes.inline import InlineRuntime
-from schedule_firer.firer import ScheduleFirer
-from scheduler_worker.consumer import Consumer
+from api.main import api_server
+from api.server import DrainingServer
+from schedule_firer.main import serve_firer
+from scheduler_worker.main import serve_worker
 from taskbroker.backends import Backends, embedded_backends, real_backends
 from taskbroker.errors import QueueIncompatible
 from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
-from taskbroker.schedule_store import ScheduleStore
 from taskbroker.settings import Settings
-from timeout_daemon.daemon import TimeoutDaemon
-from timeout_daemon.webhooks import run_dispatcher_if_configured
+from timeout_daemon.main import serve_daemon
 
 log = structlog.get_logger("taskbroker.dev")
 
 DEFAULT_SCHEDULER = "default"
+DEFAULT_ALLOW = ("runtimes.builtin",)
+"""What the `default` scheduler's Inline tasks may import: `taskbroker worker`'s default."""
 
 
 def uses_embedded_backends() -> bool:
@@ -89,28 +87,23 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
     await backends.store.register_scheduler(definition)
 
     stop = asyncio.Event()
-    runtime = InlineRuntime(RuntimeConfig(scheduler=DEFAULT_SCHEDULER, concurrency=concurrency))
-    consumer = Consumer(
-        settings=settings,
-        store=backends.store,
-        broker=backends.broker,
-        runtime=runtime,
-        scheduler=DEFAULT_SCHEDULER,
-        concurrency=concurrency,
-    )
-    daemon = TimeoutDaemon(settings=settings, store=backends.store, broker=backends.broker)
-    firer = ScheduleFirer(
-        settings=settings,
-        store=backends.store,
-        schedules=ScheduleStore(backends.store.redis, settings.key_prefix, settings.schedule_history),
-        broker=backends.broker,
-    )
-    background = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(daemon.run(stop))]
-    background.append(asyncio.create_task(firer.run(stop)))
-    background.append(asyncio.create_task(run_dispatcher_if_configured(settings, backends.store, stop)))
-
-    app = create_app(settings, backends, owns_backends=False)
-    server = draining_server(app, host=host, port=port, limits=HttpLimits.of(settings))
+    background = [
+        asyncio.create_task(
+            serve_worker(
+                settings,
+                backends,
+                scheduler=DEFAULT_SCHEDULER,
+                concurrency=concurrency,
+                prefetch=None,
+                allow=DEFAULT_ALLOW,
+                options={},
+                stop=stop,
+            )
+        ),
+        asyncio.create_task(serve_daemon(settings, backends, stop)),
+        asyncio.create_task(serve_firer(settings, backends, stop)),
+    ]
+    server = api_server(settings, backends, host=host, port=port, owns_backends=False)
 
     def banner_for(url: str) -> str:
         return banner(url, embedded, admin_token, generated)
