@@ -85,7 +85,7 @@ class Runtime(abc.ABC):
 
     The consumer calls every method from one event loop, never from a thread; several ``run``
     calls are in flight at once (up to the consumer's concurrency), so keep per-run state keyed
-    by ``task.id``. Methods must not block the loop: the consumer's heartbeats and cancel notices
+    by ``task.id`` (a ``RunRegistry``). Methods must not block the loop: the consumer's heartbeats and cancel notices
     share it.
     """
 
@@ -114,7 +114,7 @@ class Runtime(abc.ABC):
         """Run one attempt of ``task`` to its end and return its result.
 
         ``task.attributes`` is the client's JSON object, unvalidated: check it here and raise
-        TaskFailed saying what is wrong. The return value must be JSON-serialisable (keep it
+        TaskFailed saying what is wrong (``parse_attributes`` does both). The return value must be JSON-serialisable (keep it
         small: it is stored in Redis with the task); it becomes the task's ``result`` and the
         task ends ``complete``. Raise TaskFailed (or any exception) to end it ``failed``; a
         failure to even submit the work (an image that cannot be pulled) must raise too, at once,
