@@ -85,8 +85,8 @@ class Runtime(abc.ABC):
 
     The consumer calls every method from one event loop, never from a thread; several ``run``
     calls are in flight at once (up to the consumer's concurrency), so keep per-run state keyed
-    by ``task.id`` (a ``RunRegistry``). Methods must not block the loop: the consumer's heartbeats and cancel notices
-    share it.
+    by ``task.id`` (a ``RunRegistry``). Methods must not block the loop: the consumer's
+    heartbeats and cancel notices share it.
     """
 
     name: ClassVar[str]
@@ -114,11 +114,12 @@ class Runtime(abc.ABC):
         """Run one attempt of ``task`` to its end and return its result.
 
         ``task.attributes`` is the client's JSON object, unvalidated: check it here and raise
-        TaskFailed saying what is wrong (``parse_attributes`` does both). The return value must be JSON-serialisable (keep it
-        small: it is stored in Redis with the task); it becomes the task's ``result`` and the
-        task ends ``complete``. Raise TaskFailed (or any exception) to end it ``failed``; a
-        failure to even submit the work (an image that cannot be pulled) must raise too, at once,
-        never leave the task ``running``. Raise TaskCancelled if ``cancel`` stopped this run.
+        TaskFailed saying what is wrong (``parse_attributes`` does both). The return value must
+        be JSON-serialisable (keep it small: it is stored in Redis with the task); it becomes the
+        task's ``result`` and the task ends ``complete``. Raise TaskFailed (or any exception) to
+        end it ``failed``; a failure to even submit the work (an image that cannot be pulled)
+        must raise too, at once, never leave the task ``running``. Raise TaskCancelled if
+        ``cancel`` stopped this run.
 
         May take hours: the consumer keeps the task's lease alive meanwhile. ``cancel`` can arrive
         at any point after ``run`` was called, including while it is still starting the work, so
