@@ -1,5 +1,23 @@
 """How a task runs. `Runtime` is the contract; `inline`, and plugins found by entry point, implement it."""
 
-from runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
+from runtimes.base import (
+    RunRegistry,
+    Runtime,
+    RuntimeConfig,
+    RuntimeConfigError,
+    TaskCancelled,
+    TaskFailed,
+    cancel_raises_task_cancelled,
+    parse_attributes,
+)
 
-__all__ = ["Runtime", "RuntimeConfig", "RuntimeConfigError", "TaskCancelled", "TaskFailed"]
+__all__ = [
+    "RunRegistry",
+    "Runtime",
+    "RuntimeConfig",
+    "RuntimeConfigError",
+    "TaskCancelled",
+    "TaskFailed",
+    "cancel_raises_task_cancelled",
+    "parse_attributes",
+]

@@ -7,6 +7,9 @@ aborted, times out or must be given up, and ``close`` once at shutdown. docs/run
 through writing, testing and packaging a runtime; ``runtimes.testing`` checks one against this
 contract.
 
+Three helpers at the end of this module do the parts of ``run`` and ``cancel`` that every
+runtime needs alike: ``parse_attributes``, ``RunRegistry`` and ``cancel_raises_task_cancelled``.
+
 Delivery is at least once: a task may be run again, with a higher ``task.attempts``, after its
 consumer crashed or lost Redis, but never while another run of it is live (the broker fences the
 old run first). A runtime whose work has effects outside the consumer process (a container, a
@@ -17,11 +20,19 @@ attempt, and let ``start`` clean up what a crashed predecessor left running.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ValidationError
 
 from taskbroker.models import Task
+
+Attributes = TypeVar("Attributes", bound=BaseModel)
+RunState = TypeVar("RunState")
 
 
 class TaskFailed(Exception):
@@ -74,12 +85,13 @@ class Runtime(abc.ABC):
 
     The consumer calls every method from one event loop, never from a thread; several ``run``
     calls are in flight at once (up to the consumer's concurrency), so keep per-run state keyed
-    by ``task.id``. Methods must not block the loop: the consumer's heartbeats and cancel notices
-    share it.
+    by ``task.id`` (a ``RunRegistry``). Methods must not block the loop: the consumer's
+    heartbeats and cancel notices share it.
     """
 
     name: ClassVar[str]
-    """The name the runtime is registered under (for logs and messages)."""
+    """The name the runtime is registered under (for logs and messages); the registry refuses
+    a class whose ``name`` differs from its entry point's."""
 
     def __init__(self, config: RuntimeConfig) -> None:
         """Keep the config; validate ``config.options`` here and raise RuntimeConfigError for a
@@ -102,11 +114,12 @@ class Runtime(abc.ABC):
         """Run one attempt of ``task`` to its end and return its result.
 
         ``task.attributes`` is the client's JSON object, unvalidated: check it here and raise
-        TaskFailed saying what is wrong. The return value must be JSON-serialisable (keep it
-        small: it is stored in Redis with the task); it becomes the task's ``result`` and the
-        task ends ``complete``. Raise TaskFailed (or any exception) to end it ``failed``; a
-        failure to even submit the work (an image that cannot be pulled) must raise too, at once,
-        never leave the task ``running``. Raise TaskCancelled if ``cancel`` stopped this run.
+        TaskFailed saying what is wrong (``parse_attributes`` does both). The return value must
+        be JSON-serialisable (keep it small: it is stored in Redis with the task); it becomes the
+        task's ``result`` and the task ends ``complete``. Raise TaskFailed (or any exception) to
+        end it ``failed``; a failure to even submit the work (an image that cannot be pulled)
+        must raise too, at once, never leave the task ``running``. Raise TaskCancelled if
+        ``cancel`` stopped this run.
 
         May take hours: the consumer keeps the task's lease alive meanwhile. ``cancel`` can arrive
         at any point after ``run`` was called, including while it is still starting the work, so
@@ -138,3 +151,104 @@ class Runtime(abc.ABC):
         task is running. The default suits runtimes whose ``run`` raises TaskCancelled only once
         the work has stopped.
         """
+
+
+# Helpers for run and cancel
+
+
+def parse_attributes(model: type[Attributes], task: Task, *, runtime: str) -> Attributes:
+    """``task.attributes`` validated as ``model``, or TaskFailed listing every invalid field.
+
+    Call it first in ``run``, with ``runtime=self.name``: the attributes come unvalidated from
+    an API client, and the error (``invalid attributes for the <runtime> runtime: field:
+    problem; ...``) is written for that client. Give ``model`` ``extra="forbid"`` so that a
+    misspelt attribute fails the task instead of running it with a default.
+    """
+    try:
+        return model.model_validate(task.attributes)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'attributes'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise TaskFailed(f"invalid attributes for the {runtime} runtime: {problems}") from exc
+
+
+class RunRegistry(Generic[RunState]):
+    """A runtime's live runs by task id, and which of them ``cancel`` has reached.
+
+    Register the run's state (whatever ``cancel`` and ``wait_stopped`` need: a future, a
+    container name, a pid) before the first ``await`` in ``run``, so that a cancel arriving
+    while the work is still starting finds it: ``with self.runs.registered(task, state):``, or
+    ``add`` and ``remove`` when cleanup outlives ``run``. In ``cancel``, ``mark_cancelled``
+    hands back the state only the first time, which makes ``cancel`` idempotent and a no-op
+    for a run that ended or never started here. The record is per run: a later attempt of the
+    same task starts uncancelled.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[UUID, RunState] = {}
+        self._cancelled: set[UUID] = set()
+
+    @contextlib.contextmanager
+    def registered(self, task: Task, state: RunState) -> Iterator[RunState]:
+        """``add`` for the length of the block, ``remove`` at its end however it ends."""
+        self.add(task, state)
+        try:
+            yield state
+        finally:
+            self.remove(task, state)
+
+    def add(self, task: Task, state: RunState) -> None:
+        """Make ``state`` the live, uncancelled run of ``task``."""
+        self._runs[task.id] = state
+        self._cancelled.discard(task.id)
+
+    def remove(self, task: Task, state: RunState) -> None:
+        """Forget the run ``state``; a no-op if ``task``'s live run is another one by now."""
+        if self._runs.get(task.id) is state:
+            del self._runs[task.id]
+            self._cancelled.discard(task.id)
+
+    def get(self, task: Task) -> RunState | None:
+        """The live run of ``task``, if it has one here."""
+        return self._runs.get(task.id)
+
+    def mark_cancelled(self, task: Task) -> RunState | None:
+        """Record that ``cancel`` reached ``task``'s live run and return it; None if there is no
+        live run or it was marked already, so the caller has nothing (more) to stop."""
+        state = self._runs.get(task.id)
+        if state is None or task.id in self._cancelled:
+            return None
+        self._cancelled.add(task.id)
+        return state
+
+    def is_cancelled(self, task: Task) -> bool:
+        """True once ``cancel`` reached ``task``'s live run: ``run`` must then raise TaskCancelled."""
+        return task.id in self._cancelled
+
+    def __iter__(self) -> Iterator[RunState]:
+        """The live runs (a snapshot: adding or removing meanwhile is safe), e.g. to stop them in
+        ``close``."""
+        return iter(tuple(self._runs.values()))
+
+
+@contextlib.contextmanager
+def cancel_raises_task_cancelled(task: Task, cancelled: Callable[[], bool]) -> Iterator[None]:
+    """Turn the CancelledError that ``cancel`` causes in ``run`` into TaskCancelled.
+
+    Wrap the ``await`` in ``run`` with it when ``cancel`` stops the run by cancelling a future
+    or task that ``run`` awaits (a coroutine, a thread's future, a watch). The CancelledError
+    becomes TaskCancelled only if ``cancelled()`` says ``cancel`` reached this run, and only if
+    the task executing ``run`` is not being cancelled itself: a consumer that gives up on
+    ``run`` at shutdown must get its CancelledError back. With a RunRegistry, pass
+    ``lambda: runs.is_cancelled(task)`` and enter this inside ``runs.registered(...)`` (the
+    registry forgets the run when that block ends).
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if cancelled() and (current is None or not current.cancelling()):
+            raise TaskCancelled(str(task.id)) from None
+        raise

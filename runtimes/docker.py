@@ -17,14 +17,20 @@ import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from uuid import UUID
 
 import structlog
-from pydantic import ValidationError
 
-from runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
+from runtimes.base import (
+    RunRegistry,
+    Runtime,
+    RuntimeConfig,
+    RuntimeConfigError,
+    TaskCancelled,
+    TaskFailed,
+    parse_attributes,
+)
 from runtimes.docker_engine import DockerEngine, EngineError
-from runtimes.docker_spec import LABEL_PREFIX, DockerOptions, DockerTaskSpec, PullPolicy, describe_errors
+from runtimes.docker_spec import LABEL_PREFIX, DockerOptions, DockerTaskSpec, PullPolicy
 from taskbroker.errors import TaskbrokerError
 from taskbroker.models import Task
 
@@ -49,7 +55,8 @@ class _Attempt:
     """The live run of one task on this consumer."""
 
     name: str
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_signal: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by ``cancel``, to end a pull or a wait for the exit at once (``_unless_cancelled``)."""
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once ``run`` has removed the container (or given up trying)."""
 
@@ -72,7 +79,7 @@ class DockerRuntime(Runtime):
             self.engine = DockerEngine(self.options.docker_host)
         except ValueError as exc:
             raise RuntimeConfigError(str(exc)) from exc
-        self._attempts: dict[UUID, _Attempt] = {}
+        self._attempts: RunRegistry[_Attempt] = RunRegistry()
         self._sweeper: asyncio.Task[None] | None = None
         self._log = log.bind(scheduler=config.scheduler, consumer=config.consumer_id)
 
@@ -112,7 +119,7 @@ class DockerRuntime(Runtime):
         except EngineError as exc:
             self._log.warning("docker.orphan_sweep_skipped", error=str(exc))
             return
-        live_names = {attempt.name for attempt in self._attempts.values()}
+        live_names = {attempt.name for attempt in self._attempts}
         for container in containers:
             if container.name in live_names:
                 continue
@@ -149,22 +156,20 @@ class DockerRuntime(Runtime):
     # Running
 
     async def run(self, task: Task) -> Any:
-        try:
-            spec = DockerTaskSpec.model_validate(task.attributes)
-        except ValidationError as exc:
-            raise TaskFailed(f"invalid attributes for the docker runtime: {describe_errors(exc)}") from exc
+        spec = parse_attributes(DockerTaskSpec, task, runtime=self.name)
         if not self.options.image_allowed(spec.image):
             allowed = ", ".join(self.options.images) or "none (set the worker option images=PATTERN,...)"
             raise TaskFailed(
                 f"image {spec.image} is not allowed on scheduler {self.config.scheduler}; allowed: {allowed}"
             )
         attempt = _Attempt(container_name(task))
-        self._attempts[task.id] = attempt
+        # Registered until _remove has removed the container, which may outlive run (shutdown).
+        self._attempts.add(task, attempt)
         bound = self._log.bind(task_id=str(task.id), container=attempt.name)
         try:
             return await self._run_container(task, spec, attempt, bound)
         except EngineError as exc:
-            if attempt.cancelled.is_set():
+            if self._attempts.is_cancelled(task):
                 raise TaskCancelled(str(task.id)) from None
             raise TaskFailed(str(exc)) from exc
         finally:
@@ -181,17 +186,17 @@ class DockerRuntime(Runtime):
         # first, rather than on a name conflict, because podman answers that conflict with 500.)
         await self.engine.remove(attempt.name)
         await self.engine.create(attempt.name, body)
-        if attempt.cancelled.is_set():
+        if self._attempts.is_cancelled(task):
             raise TaskCancelled(str(task.id))
         await self.engine.start(attempt.name)
-        if attempt.cancelled.is_set():
+        if self._attempts.is_cancelled(task):
             # cancel() may have tried to kill before the start went through.
             await self.engine.kill(attempt.name)
             raise TaskCancelled(str(task.id))
         bound.info("docker.started", image=spec.image)
         # Cancel ends the wait at once, whatever the engine does; the removal kills the container.
         exit_code = await self._unless_cancelled(self.engine.wait(attempt.name), attempt, task)
-        if attempt.cancelled.is_set():
+        if self._attempts.is_cancelled(task):
             raise TaskCancelled(str(task.id))
         logs = self._clip(await self.engine.logs(attempt.name, tail=self.options.log_tail_lines))
         bound.info("docker.exited", exit_code=exit_code)
@@ -203,7 +208,7 @@ class DockerRuntime(Runtime):
         """Await ``work`` (a pull, the wait for the exit), but raise TaskCancelled at once if the
         run is cancelled meanwhile, so ``run`` ends promptly even if the engine is slow to answer."""
         job = asyncio.ensure_future(work)
-        cancelled = asyncio.ensure_future(attempt.cancelled.wait())
+        cancelled = asyncio.ensure_future(attempt.cancel_signal.wait())
         try:
             await asyncio.wait([job, cancelled], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -269,22 +274,21 @@ class DockerRuntime(Runtime):
             bound.warning("docker.remove_failed", error=str(exc))
         finally:
             attempt.gone.set()
-            if self._attempts.get(task.id) is attempt:
-                del self._attempts[task.id]
+            self._attempts.remove(task, attempt)
 
     # Cancelling
 
     async def cancel(self, task: Task) -> None:
-        attempt = self._attempts.get(task.id)
-        if attempt is None or attempt.cancelled.is_set():
+        attempt = self._attempts.mark_cancelled(task)
+        if attempt is None:
             return
-        attempt.cancelled.set()
+        attempt.cancel_signal.set()
         try:
             await self.engine.kill(attempt.name)
         except EngineError as exc:
             self._log.warning("docker.kill_failed", task_id=str(task.id), error=str(exc))
 
     async def wait_stopped(self, task: Task) -> None:
-        attempt = self._attempts.get(task.id)
+        attempt = self._attempts.get(task)
         if attempt is not None:
             await attempt.gone.wait()

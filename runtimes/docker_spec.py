@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runtimes.base import RuntimeConfigError
 from runtimes.docker_engine import docker_host
@@ -115,10 +115,3 @@ def _positive_int(options: Mapping[str, str], key: str, default: int) -> int:
     if value < 1:
         raise RuntimeConfigError(f"option {key}={raw!r} must be at least 1")
     return value
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """One line per problem, ``field: message``, for a task's ``error``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in error['loc']) or 'attributes'}: {error['msg']}" for error in exc.errors()
-    )

@@ -17,12 +17,18 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from types import ModuleType
 from typing import Any
-from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from runtimes.base import Runtime, RuntimeConfig, TaskCancelled, TaskFailed
+from runtimes.base import (
+    RunRegistry,
+    Runtime,
+    RuntimeConfig,
+    TaskFailed,
+    cancel_raises_task_cancelled,
+    parse_attributes,
+)
 from taskbroker.models import Task
 
 
@@ -191,8 +197,7 @@ class InlineRuntime(Runtime):
     def __init__(self, config: RuntimeConfig) -> None:
         super().__init__(config)
         self._threads = SyncCallThreads(config.concurrency, name="inline")
-        self._runs: dict[UUID, asyncio.Future[Any]] = {}
-        self._cancelled: set[UUID] = set()
+        self._runs: RunRegistry[asyncio.Future[Any]] = RunRegistry()
         self._resolved: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     def _resolve(self, function: str) -> tuple[Callable[..., Any], bool]:
@@ -223,28 +228,18 @@ class InlineRuntime(Runtime):
         return found
 
     async def run(self, task: Task) -> Any:
-        try:
-            call = InlineCall.model_validate(task.attributes)
-        except ValidationError as exc:
-            raise TaskFailed(
-                f"invalid attributes for the inline runtime: {exc.errors(include_url=False)}"
-            ) from exc
+        call = parse_attributes(InlineCall, task, runtime=self.name)
         target, is_coroutine = self._resolve(call.function)
         run: asyncio.Future[Any]
         if is_coroutine:
             run = asyncio.ensure_future(target(*call.args, **call.kwargs))
         else:
             run = self._threads.submit(task.id, target, call.args, call.kwargs)
-        self._runs[task.id] = run
-        try:
+        with (
+            self._runs.registered(task, run),
+            cancel_raises_task_cancelled(task, lambda: self._runs.is_cancelled(task)),
+        ):
             value = await run
-        except asyncio.CancelledError:
-            if task.id in self._cancelled:
-                raise TaskCancelled(str(task.id)) from None
-            raise
-        finally:
-            self._runs.pop(task.id, None)
-            self._cancelled.discard(task.id)
         try:
             orjson.dumps(value)
         except TypeError as exc:
@@ -252,10 +247,9 @@ class InlineRuntime(Runtime):
         return value
 
     async def cancel(self, task: Task) -> None:
-        run = self._runs.get(task.id)
-        if run is not None and not run.done():
-            self._cancelled.add(task.id)
-            run.cancel()
+        run = self._runs.mark_cancelled(task)
+        if run is not None:
+            run.cancel()  # a no-op if it has just ended: run() then returns its outcome
 
     async def wait_stopped(self, task: Task) -> None:
         await self._threads.wait_stopped(task.id)

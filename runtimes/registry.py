@@ -45,7 +45,9 @@ def load_runtime(name: str) -> type[Runtime]:
     """The Runtime class registered as ``name``.
 
     Raises RuntimeNotInstalled (naming the installed runtimes) or RuntimeBroken (naming the
-    package at fault); never lets a plugin's own import error escape as a bare traceback.
+    package at fault); never lets a plugin's own import error escape as a bare traceback. A class
+    whose ``name`` is not ``name`` is broken too: its logs and task errors would speak of another
+    runtime than the one the scheduler was registered with.
     """
     candidates = {(ep.value, _package(ep)): ep for ep in entry_points(group=ENTRY_POINT_GROUP, name=name)}
     if not candidates:
@@ -73,5 +75,14 @@ def load_runtime(name: str) -> type[Runtime]:
         raise RuntimeBroken(
             f"runtime {name!r} from package {package} does not name a Runtime subclass: "
             f"{entry_point.value} is {runtime!r}."
+        )
+    declared = getattr(runtime, "name", None)  # a ClassVar a careless subclass may never set
+    if declared != name:
+        says = "no name" if declared is None else f"name {declared!r}"
+        raise RuntimeBroken(
+            f"runtime {name!r} from package {package}: entry point {name} = {entry_point.value} "
+            f"loads {runtime.__module__}.{runtime.__qualname__}, which has {says}. A runtime class "
+            f"must be named as it is registered: set name = {name!r} in the class, or register it "
+            "under its own name."
         )
     return runtime

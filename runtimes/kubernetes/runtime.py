@@ -25,9 +25,16 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from pydantic import ValidationError
 
-from runtimes.base import Runtime, RuntimeConfig, TaskCancelled, TaskFailed
+from runtimes.base import (
+    RunRegistry,
+    Runtime,
+    RuntimeConfig,
+    TaskCancelled,
+    TaskFailed,
+    cancel_raises_task_cancelled,
+    parse_attributes,
+)
 from runtimes.kubernetes.cluster import (
     Cluster,
     JobVanished,
@@ -66,13 +73,8 @@ def consumer_identity() -> str:
 class _JobRun:
     namespace: str
     name: str
-    cancelled: bool = False
     work: asyncio.Future[Any] | None = None
     """Everything run() does for this Job, so cancel() can interrupt any step of it."""
-
-    def was_cancelled(self) -> bool:
-        """Read through a method where the code awaits between checks: cancel() may set it meanwhile."""
-        return self.cancelled
 
 
 class KubernetesRuntime(Runtime):
@@ -87,7 +89,7 @@ class KubernetesRuntime(Runtime):
         self.identity = consumer_identity()
         self._cluster: Cluster | None = None
         self._connecting = asyncio.Lock()
-        self._runs: dict[UUID, _JobRun] = {}
+        self._runs: RunRegistry[_JobRun] = RunRegistry()
         self._stopping: OrderedDict[UUID, _JobRun] = OrderedDict()
         self._lease_held = False
         self._keeper: asyncio.Task[None] | None = None
@@ -190,12 +192,7 @@ class KubernetesRuntime(Runtime):
         return namespace
 
     async def run(self, task: Task) -> Any:
-        try:
-            attributes = JobAttributes.model_validate(task.attributes)
-        except ValidationError as exc:
-            raise TaskFailed(
-                f"invalid attributes for the kubernetes runtime: {exc.errors(include_url=False)}"
-            ) from exc
+        attributes = parse_attributes(JobAttributes, task, runtime=self.name)
         namespace = self._check_allowed(attributes)
         job = build_job(
             task,
@@ -207,17 +204,13 @@ class KubernetesRuntime(Runtime):
             now=datetime.now(UTC),
         )
         run = _JobRun(namespace, name_of(job))
-        self._runs[task.id] = run
         bound = self._log.bind(task_id=str(task.id), job=run.name, namespace=namespace)
-        run.work = asyncio.ensure_future(self._run_job(task, job, run, bound))
-        try:
+        with (
+            self._runs.registered(task, run),
+            cancel_raises_task_cancelled(task, lambda: self._runs.is_cancelled(task)),
+        ):
+            run.work = asyncio.ensure_future(self._run_job(task, job, run, bound))
             return await run.work
-        except asyncio.CancelledError:
-            if run.was_cancelled():
-                raise TaskCancelled(str(task.id)) from None
-            raise
-        finally:
-            self._runs.pop(task.id, None)
 
     async def _run_job(self, task: Task, job: Any, run: _JobRun, bound: Any) -> Any:
         cluster = await self._connected()
@@ -225,7 +218,7 @@ class KubernetesRuntime(Runtime):
             # Without our Lease, peers would take our Jobs for a dead consumer's.
             await self._hold_lease(cluster)
         await self._delete_superseded(cluster, task, run, bound)
-        if run.was_cancelled():
+        if self._runs.is_cancelled(task):
             raise TaskCancelled(str(task.id))
         _, adopted = await cluster.create_job(job)
         if adopted:
@@ -233,14 +226,14 @@ class KubernetesRuntime(Runtime):
             bound.info("kubernetes.job_adopted")
         else:
             bound.info("kubernetes.job_created", deadline=job.spec.active_deadline_seconds)
-        if run.was_cancelled():
+        if self._runs.is_cancelled(task):
             # cancel() may have deleted before our create reached the server.
             await cluster.delete_job(run.namespace, run.name)
             raise TaskCancelled(str(task.id))
         try:
             _, final = await cluster.wait_finished(run.namespace, run.name)
         except JobVanished:
-            if run.was_cancelled():
+            if self._runs.is_cancelled(task):
                 raise TaskCancelled(str(task.id)) from None
             raise TaskFailed(f"Job {run.namespace}/{run.name} was deleted before it finished") from None
         tail = await cluster.log_tail(run.namespace, run.name, self.options.log_tail)
@@ -269,10 +262,9 @@ class KubernetesRuntime(Runtime):
 
     async def cancel(self, task: Task) -> None:
         """Delete the Job (foreground: its pod goes too); ``run`` then raises TaskCancelled."""
-        run = self._runs.get(task.id)
-        if run is None or run.cancelled:
+        run = self._runs.mark_cancelled(task)
+        if run is None:
             return
-        run.cancelled = True
         self._stopping[task.id] = run
         while len(self._stopping) > STOPPED_MEMORY:
             self._stopping.popitem(last=False)

@@ -190,7 +190,7 @@ async def test_a_missing_function_fails_the_task(runtime: InlineRuntime) -> None
 async def test_cancel_stops_an_async_run_which_raises_task_cancelled(runtime: InlineRuntime) -> None:
     task = _task({"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}})
     run = asyncio.create_task(runtime.run(task))
-    while task.id not in runtime._runs:  # noqa: ASYNC110 (the run registers on its first step)
+    while runtime._runs.get(task) is None:  # noqa: ASYNC110 (the run registers on its first step)
         await asyncio.sleep(0)
 
     await runtime.cancel(task)
@@ -245,7 +245,7 @@ async def test_a_sync_call_cancelled_before_a_thread_takes_it_never_runs(runtime
     holders = await _hold_both_threads(runtime)
     queued = _blocking_task("queued")
     run = asyncio.create_task(runtime.run(queued))
-    while queued.id not in runtime._runs:  # noqa: ASYNC110 (the run registers on its first step)
+    while runtime._runs.get(queued) is None:  # noqa: ASYNC110 (the run registers on its first step)
         await asyncio.sleep(0)
 
     await runtime.cancel(queued)

@@ -76,6 +76,47 @@ def test_an_entry_point_that_is_not_a_runtime_class_is_refused_naming_its_packag
         load_runtime(name)
 
 
+@pytest.mark.parametrize(
+    ("class_body", "class_name_says"),
+    [
+        ('    name = "something-else"\n', "'something-else'"),
+        ("", "no name"),
+    ],
+    ids=["another-name", "no-name"],
+)
+def test_a_runtime_class_whose_name_is_not_its_entry_point_name_is_refused_naming_both(
+    plugin_dir: Path, class_body: str, class_name_says: str
+) -> None:
+    module, name = _unique("misnamed_plugin"), _unique("misnamed")
+    write_plugin(
+        plugin_dir,
+        package="taskbroker-misnamed",
+        runtime=name,
+        target=f"{module}:MisnamedRuntime",
+        module_source=(
+            "from runtimes.base import Runtime\n\n"
+            f"class MisnamedRuntime(Runtime):\n{class_body}"
+            "    async def run(self, task):\n        return None\n\n"
+            "    async def cancel(self, task):\n        return None\n"
+        ),
+    )
+
+    with pytest.raises(RuntimeBroken) as raised:
+        load_runtime(name)
+
+    message = str(raised.value)
+    assert "taskbroker-misnamed 1.0" in message
+    assert f"entry point {name} = {module}:MisnamedRuntime" in message
+    assert f"{module}.MisnamedRuntime" in message
+    assert class_name_says in message
+    assert f"name = {name!r}" in message  # what to write in the class to fix it
+
+
+@pytest.mark.parametrize("name", ["inline", "docker", "kubernetes"])
+def test_each_built_in_runtime_is_named_as_its_entry_point(name: str) -> None:
+    assert load_runtime(name).name == name
+
+
 def test_a_runtime_name_claimed_by_two_packages_is_refused_naming_both(plugin_dir: Path) -> None:
     name = _unique("twice")
     for package in ("taskbroker-first", "taskbroker-second"):

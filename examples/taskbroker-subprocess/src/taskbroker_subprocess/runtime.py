@@ -31,12 +31,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from uuid import UUID
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
+from runtimes.base import (
+    RunRegistry,
+    Runtime,
+    RuntimeConfig,
+    RuntimeConfigError,
+    TaskCancelled,
+    TaskFailed,
+    parse_attributes,
+)
 from taskbroker.models import Task
 
 log = structlog.get_logger("taskbroker_subprocess")
@@ -104,7 +111,6 @@ class _CommandProtocol(asyncio.SubprocessProtocol):
 class _Run:
     """One live run: registered before run's first await, so a cancel is never lost."""
 
-    cancelled: bool = False
     pid: int | None = None
     exited: bool = False
     escalation: asyncio.Task[None] | None = None
@@ -167,7 +173,7 @@ class SubprocessRuntime(Runtime):
         self._path = os.environ.get("PATH", os.defpath)
         self._allowed: dict[str, str] = {}
         """Real path of each allowed executable -> how the operator named it."""
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: RunRegistry[_Run] = RunRegistry()
 
     async def start(self) -> None:
         self._resolve_allowed()
@@ -178,44 +184,36 @@ class SubprocessRuntime(Runtime):
         self._adopt_orphans()
 
     async def close(self) -> None:
-        for run in self._runs.values():
+        for run in self._runs:
             if run.pid is not None and not run.exited:
                 _signal_group(run.pid, signal.SIGKILL)
 
     async def run(self, task: Task) -> Any:
-        run = self._runs[task.id] = _Run()
-        try:
-            return await self._run(task, run)
-        finally:
-            if run.pid is not None and not run.exited:  # run() itself was cancelled
-                _signal_group(run.pid, signal.SIGKILL)
-            if run.escalation is not None:
-                run.escalation.cancel()
-            self._record_path(task).unlink(missing_ok=True)
-            run.stopped.set()
-            del self._runs[task.id]
+        with self._runs.registered(task, _Run()) as run:
+            try:
+                return await self._run(task, run)
+            finally:
+                if run.pid is not None and not run.exited:  # run() itself was cancelled
+                    _signal_group(run.pid, signal.SIGKILL)
+                if run.escalation is not None:
+                    run.escalation.cancel()
+                self._record_path(task).unlink(missing_ok=True)
+                run.stopped.set()
 
     async def cancel(self, task: Task) -> None:
-        run = self._runs.get(task.id)
-        if run is None or run.cancelled:
-            return
-        run.cancelled = True
-        self._stop(run)
+        run = self._runs.mark_cancelled(task)
+        if run is not None:
+            self._stop(run)
 
     async def wait_stopped(self, task: Task) -> None:
-        run = self._runs.get(task.id)
+        run = self._runs.get(task)
         if run is not None:
             await run.stopped.wait()
 
     # One run
 
     async def _run(self, task: Task, run: _Run) -> Any:
-        try:
-            spec = CommandTask.model_validate(task.attributes)
-        except ValidationError as exc:
-            raise TaskFailed(
-                f"invalid attributes for the subprocess runtime: {exc.errors(include_url=False)}"
-            ) from exc
+        spec = parse_attributes(CommandTask, task, runtime=self.name)
         executable = self._allowed_executable(spec.command[0])
         bound = log.bind(task_id=str(task.id), scheduler=task.scheduler, attempt=task.attempts)
         tail = OutputTail(self._output_tail)
@@ -233,14 +231,14 @@ class SubprocessRuntime(Runtime):
                 start_new_session=True,
             )
         except OSError as exc:
-            if run.cancelled:
+            if self._runs.is_cancelled(task):
                 raise TaskCancelled(str(task.id)) from exc
             raise TaskFailed(f"cannot start {spec.command[0]!r}: {exc}") from exc
         try:
             pid = run.pid = transport.get_pid()
             self._write_record(task, pid)
             bound.info("subprocess.started", pid=pid, executable=executable)
-            if run.cancelled:  # cancel arrived while the process was being started
+            if self._runs.is_cancelled(task):  # cancel arrived while the process was being started
                 self._stop(run)
             timed_out = False
             try:
@@ -259,8 +257,9 @@ class SubprocessRuntime(Runtime):
                     await protocol.output_closed.wait()
         finally:
             transport.close()
-        bound.info("subprocess.exited", pid=pid, exit_code=exit_code, cancelled=run.cancelled)
-        if run.cancelled:
+        cancelled = self._runs.is_cancelled(task)
+        bound.info("subprocess.exited", pid=pid, exit_code=exit_code, cancelled=cancelled)
+        if cancelled:
             raise TaskCancelled(str(task.id))
         output = tail.text()
         if timed_out:
