@@ -8,16 +8,16 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from api.dependencies import SchedulingContext
-from api.errors import install_error_handlers
-from api.event_hub import EventHub
-from api.instrumentation import RequestMetrics
-from api.limits import BodySizeLimit
-from api.routers import events, health, schedulers, schedules, tasks, tokens
-from api.routers import metrics as metrics_router
-from api.routers.docs import docs_router
-from api.scheduling_lane import LanedFastAPI
-from api.stream_slots import StreamSlots
+from taskbroker.api.dependencies import SchedulingContext
+from taskbroker.api.errors import install_error_handlers
+from taskbroker.api.event_hub import EventHub
+from taskbroker.api.instrumentation import RequestMetrics
+from taskbroker.api.limits import BodySizeLimit
+from taskbroker.api.routers import events, health, schedulers, schedules, tasks, tokens
+from taskbroker.api.routers import metrics as metrics_router
+from taskbroker.api.routers.docs import docs_router
+from taskbroker.api.scheduling_lane import LanedFastAPI
+from taskbroker.api.stream_slots import StreamSlots
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.metrics.live import LiveState

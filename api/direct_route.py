@@ -29,7 +29,7 @@ from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
 from pydantic import BaseModel, ValidationError
 
-from api.json_body import JsonBodyRoute
+from taskbroker.api.json_body import JsonBodyRoute
 
 JSON = b"application/json"
 

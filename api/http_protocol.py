@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from api.http_limits import BoundedHttpToolsProtocol
+from taskbroker.api.http_limits import BoundedHttpToolsProtocol
 
 
 class TurnJoinedTransport(asyncio.Transport):

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Header
 from fastapi.exceptions import RequestValidationError
 
-from api.schemas import MAX_KEY_LENGTH, ScheduleRequest
+from taskbroker.api.schemas import MAX_KEY_LENGTH, ScheduleRequest
 
 IdempotencyKeyHeader = Annotated[
     str | None,

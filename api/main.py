@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from api.app import create_app
-from api.http_limits import HttpLimits
-from api.server import DrainingServer, draining_server
+from taskbroker.api.app import create_app
+from taskbroker.api.http_limits import HttpLimits
+from taskbroker.api.server import DrainingServer, draining_server
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
 

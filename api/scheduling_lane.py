@@ -25,8 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from api.direct_route import DirectBinding, DirectRoute
 from taskbroker import metrics
+from taskbroker.api.direct_route import DirectBinding, DirectRoute
 
 
 class LanedFastAPI(FastAPI):

@@ -24,7 +24,10 @@ class ScheduleRequest(BaseModel):
             "examples": [
                 {
                     "scheduler": "default",
-                    "attributes": {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world"}},
+                    "attributes": {
+                        "function": "taskbroker.runtimes.builtin:echo",
+                        "kwargs": {"hello": "world"},
+                    },
                 }
             ]
         },

@@ -12,8 +12,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from api.http_limits import HttpLimits, LimitedConfig, require_uvicorn_protocol
-from api.http_protocol import TurnJoinedHttpToolsProtocol
+from taskbroker.api.http_limits import HttpLimits, LimitedConfig, require_uvicorn_protocol
+from taskbroker.api.http_protocol import TurnJoinedHttpToolsProtocol
 
 
 class DrainingServer(uvicorn.Server):

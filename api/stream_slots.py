@@ -20,8 +20,8 @@ from fastapi import HTTPException, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api import sse
-from api.event_hub import Subscription
+from taskbroker.api import sse
+from taskbroker.api.event_hub import Subscription
 from taskbroker.errors import StoreUnavailable
 from taskbroker.settings import Settings
 from taskbroker.tokens import Principal, TokenStore

@@ -19,18 +19,18 @@ from typing import Any
 
 import httpx
 
-from api.app import create_app
-from runtimes.base import RuntimeConfig
-from runtimes.inline import InlineRuntime
-from scheduler_worker.consumer import Consumer
+from taskbroker.api.app import create_app
 from taskbroker.backends import real_backends
 from taskbroker.models import Task
 from taskbroker.names import queue_name
+from taskbroker.runtimes.base import RuntimeConfig
+from taskbroker.runtimes.inline import InlineRuntime
+from taskbroker.scheduler_worker.consumer import Consumer
 from taskbroker.settings import Settings
-from timeout_daemon.daemon import TimeoutDaemon
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "cancel-bench"
-LONG_SLEEP = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
+LONG_SLEEP = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -20,7 +20,7 @@ from taskbroker.logs import configure_logging
 from taskbroker.models import SchedulerDefinition, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask, TaskStore
-from timeout_daemon.daemon import TimeoutDaemon
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "bench-expiry"
 CREATE_BATCH = 1000

@@ -17,7 +17,7 @@ from taskbroker.models import SchedulerDefinition, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask, TaskStore
 
-ATTRIBUTES = {"function": "runtimes.builtin:echo", "kwargs": {"payload": "x" * 150}}
+ATTRIBUTES = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"payload": "x" * 150}}
 """About 200 bytes of attributes as JSON, the benchmark's figure."""
 
 

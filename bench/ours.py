@@ -30,8 +30,8 @@ from bench.harness import (
 )
 from bench.loadgen import Connection, build_post, expect_created
 
-NOOP = {"function": "runtimes.builtin:noop"}
-ATTRIBUTES_200_BYTES = {"function": "runtimes.builtin:noop", "kwargs": {"payload": "x" * 140}}
+NOOP = {"function": "taskbroker.runtimes.builtin:noop"}
+ATTRIBUTES_200_BYTES = {"function": "taskbroker.runtimes.builtin:noop", "kwargs": {"payload": "x" * 140}}
 
 
 class Ours:

@@ -1,6 +1,6 @@
 """How a task runs. `Runtime` is the contract; `inline`, and plugins found by entry point, implement it."""
 
-from runtimes.base import (
+from taskbroker.runtimes.base import (
     RunRegistry,
     Runtime,
     RuntimeConfig,

@@ -4,7 +4,7 @@ A consumer process serves one scheduler. It builds one Runtime instance from the
 under the scheduler's runtime name, calls ``start`` once, then ``run`` for each task it claims
 (up to its concurrency at once, all on one asyncio event loop), ``cancel`` when a running task is
 aborted, times out or must be given up, and ``close`` once at shutdown. docs/runtimes.md walks
-through writing, testing and packaging a runtime; ``runtimes.testing`` checks one against this
+through writing, testing and packaging a runtime; ``taskbroker.runtimes.testing`` checks one against this
 contract.
 
 Three helpers at the end of this module do the parts of ``run`` and ``cancel`` that every
@@ -68,7 +68,7 @@ class RuntimeConfig:
 
     scheduler: str
     concurrency: int
-    allow: tuple[str, ...] = ("runtimes.builtin",)
+    allow: tuple[str, ...] = ("taskbroker.runtimes.builtin",)
     options: dict[str, str] = field(default_factory=dict)
     consumer_id: str = ""
     """The consumer that owns this runtime: label external work with it."""

@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from runtimes.base import (
+from taskbroker.errors import TaskbrokerError
+from taskbroker.models import Task
+from taskbroker.runtimes.base import (
     RunRegistry,
     Runtime,
     RuntimeConfig,
@@ -29,10 +31,8 @@ from runtimes.base import (
     TaskFailed,
     parse_attributes,
 )
-from runtimes.docker_engine import DockerEngine, EngineError
-from runtimes.docker_spec import LABEL_PREFIX, DockerOptions, DockerTaskSpec, PullPolicy
-from taskbroker.errors import TaskbrokerError
-from taskbroker.models import Task
+from taskbroker.runtimes.docker_engine import DockerEngine, EngineError
+from taskbroker.runtimes.docker_spec import LABEL_PREFIX, DockerOptions, DockerTaskSpec, PullPolicy
 
 log = structlog.get_logger("taskbroker.runtime.docker")
 

@@ -16,8 +16,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runtimes.base import RuntimeConfigError
-from runtimes.docker_engine import docker_host
+from taskbroker.runtimes.base import RuntimeConfigError
+from taskbroker.runtimes.docker_engine import docker_host
 
 LABEL_PREFIX = "io.taskbroker"
 """Labels the runtime sets itself; a task may not set or override them."""

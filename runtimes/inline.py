@@ -3,7 +3,7 @@
 Two gates, both checked before anything runs: the module must be on the consumer's allow-list
 (``--allow``: the module or a package above it), and the name must be a public function of that
 module (``runnable``). Without the second, allowing a module would allow everything it imports
-(``runtimes.builtin:Any``, ``os`` through ``module:os``) and every class it defines.
+(``taskbroker.runtimes.builtin:Any``, ``os`` through ``module:os``) and every class it defines.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtimes.base import (
+from taskbroker.models import Task
+from taskbroker.runtimes.base import (
     RunRegistry,
     Runtime,
     RuntimeConfig,
@@ -29,7 +30,6 @@ from runtimes.base import (
     cancel_raises_task_cancelled,
     parse_attributes,
 )
-from taskbroker.models import Task
 
 
 class InlineCall(BaseModel):  # type: ignore[no-redef]  # pydantic-mypy clash on a field named kwargs
@@ -37,7 +37,9 @@ class InlineCall(BaseModel):  # type: ignore[no-redef]  # pydantic-mypy clash on
 
     model_config = ConfigDict(extra="ignore")
 
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", examples=["runtimes.builtin:echo"])
+    function: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", examples=["taskbroker.runtimes.builtin:echo"]
+    )
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from runtimes.base import Runtime
+from taskbroker.runtimes.base import Runtime
 
 ENTRY_POINT_GROUP = "taskbroker.runtimes"
 

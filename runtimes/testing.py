@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from runtimes.base import Runtime, RuntimeConfig, TaskCancelled
 from taskbroker.models import Task, TaskState, utcnow
+from taskbroker.runtimes.base import Runtime, RuntimeConfig, TaskCancelled
 
 StartedProbe = Callable[[Runtime, Task], Awaitable[bool]]
 """True once the run of the task is really under way (its process, container or coroutine)."""

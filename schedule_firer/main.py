@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from schedule_firer.firer import ScheduleFirer
 from taskbroker.backends import Backends
+from taskbroker.schedule_firer.firer import ScheduleFirer
 from taskbroker.settings import Settings
 
 

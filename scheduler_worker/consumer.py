@@ -29,7 +29,6 @@ from typing import Any
 
 import structlog
 
-from runtimes.base import Runtime, TaskCancelled, TaskFailed
 from taskbroker import metrics
 from taskbroker.errors import BrokerUnavailable, QueueMissing, StoreUnavailable, TaskbrokerError
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
@@ -37,6 +36,7 @@ from taskbroker.models import Task, TaskState
 from taskbroker.names import queue_name
 from taskbroker.queue.base import Delivery, QueueBroker, Subscription
 from taskbroker.recovery import republish
+from taskbroker.runtimes.base import Runtime, TaskCancelled, TaskFailed
 from taskbroker.settings import Settings
 from taskbroker.store import ClaimOutcome, TaskStore
 

@@ -7,13 +7,13 @@ import asyncio
 
 import structlog
 
-from runtimes.base import RuntimeConfig
-from runtimes.registry import load_runtime
-from scheduler_worker.consumer import Consumer, new_consumer_id
 from taskbroker.backends import Backends
 from taskbroker.errors import StoreUnavailable
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
 from taskbroker.models import SchedulerDefinition
+from taskbroker.runtimes.base import RuntimeConfig
+from taskbroker.runtimes.registry import load_runtime
+from taskbroker.scheduler_worker.consumer import Consumer, new_consumer_id
 from taskbroker.settings import Settings
 
 log = structlog.get_logger("taskbroker.worker")

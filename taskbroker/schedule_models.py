@@ -36,7 +36,10 @@ class ScheduleSpec(BaseModel):
                 {
                     "name": "nightly-report",
                     "scheduler": "default",
-                    "attributes": {"function": "runtimes.builtin:echo", "kwargs": {"report": "nightly"}},
+                    "attributes": {
+                        "function": "taskbroker.runtimes.builtin:echo",
+                        "kwargs": {"report": "nightly"},
+                    },
                     "trigger": "cron",
                     "trigger_kwargs": {"hour": 1, "minute": 30},
                     "timezone": "Europe/Amsterdam",

@@ -7,8 +7,8 @@ import asyncio
 
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
-from timeout_daemon.daemon import TimeoutDaemon
-from timeout_daemon.webhooks import run_dispatcher_if_configured
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
+from taskbroker.timeout_daemon.webhooks import run_dispatcher_if_configured
 
 
 async def serve_daemon(settings: Settings, backends: Backends, stop: asyncio.Event) -> None:

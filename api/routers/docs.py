@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.auth import AnyCaller
+from taskbroker.api.auth import AnyCaller
 from taskbroker.settings import ApiDocsAccess
 
 OPENAPI_PATH = "/openapi.json"

@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from api import sse
-from api.auth import AnyCaller, require_scheduler, require_visible
-from api.dependencies import StoreDep
-from api.event_hub import EventHub, Subscription, SubscriptionEnded
-from api.schemas import AUTH_ERRORS, ErrorBody
-from api.stream_slots import EventStreamResponse, StreamSlot, StreamSlots
+from taskbroker.api import sse
+from taskbroker.api.auth import AnyCaller, require_scheduler, require_visible
+from taskbroker.api.dependencies import StoreDep
+from taskbroker.api.event_hub import EventHub, Subscription, SubscriptionEnded
+from taskbroker.api.schemas import AUTH_ERRORS, ErrorBody
+from taskbroker.api.stream_slots import EventStreamResponse, StreamSlot, StreamSlots
 from taskbroker.errors import TaskbrokerError
 from taskbroker.events import EVENT_ID_PATTERN, START, TaskEvent, parse_event_id
 from taskbroker.names import SCHEDULER_NAME_PATTERN

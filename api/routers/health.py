@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.auth import AnyCaller
-from api.dependencies import BrokerDep, StoreDep
-from api.schemas import AUTH_ERRORS, ErrorBody, ReadyStatus
+from taskbroker.api.auth import AnyCaller
+from taskbroker.api.dependencies import BrokerDep, StoreDep
+from taskbroker.api.schemas import AUTH_ERRORS, ErrorBody, ReadyStatus
 from taskbroker.errors import TaskbrokerError
 
 router = APIRouter(tags=["health"])

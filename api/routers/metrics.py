@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.auth import Monitoring, require_every_scheduler
-from api.schemas import AUTH_ERRORS
 from taskbroker import metrics
+from taskbroker.api.auth import Monitoring, require_every_scheduler
+from taskbroker.api.schemas import AUTH_ERRORS
 from taskbroker.metrics.live import LiveState, render
 
 router = APIRouter(tags=["metrics"])

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from api.auth import Admin, AnyCaller, require_scheduler
-from api.dependencies import BrokerDep, SettingsDep, StoreDep
-from api.json_body import JsonBodyRoute
-from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker import metrics
+from taskbroker.api.auth import Admin, AnyCaller, require_scheduler
+from taskbroker.api.dependencies import BrokerDep, SettingsDep, StoreDep
+from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker.errors import BrokerUnavailable, QueueMissing
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name

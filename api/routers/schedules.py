@@ -13,11 +13,11 @@ from fastapi import APIRouter, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from api.auth import Admin
-from api.dependencies import BrokerDep, SchedulesDep, SettingsDep, StoreDep
-from api.json_body import JsonBodyRoute
-from api.limits import check_task_input
-from api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
+from taskbroker.api.auth import Admin
+from taskbroker.api.dependencies import BrokerDep, SchedulesDep, SettingsDep, StoreDep
+from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.api.limits import check_task_input
+from taskbroker.api.schemas import AUTH_ERRORS, BODY_ERRORS, ErrorBody
 from taskbroker.errors import InvalidTrigger, ScheduleNotFound
 from taskbroker.models import Task, utcnow
 from taskbroker.schedule_models import (

@@ -11,20 +11,21 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
-from api.auth import AnyCaller, Scheduling, require_scheduler, require_visible
-from api.callbacks import check_callback_url
-from api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
-from api.direct_route import DirectRoute
-from api.idempotency import (
+from taskbroker import metrics
+from taskbroker.api.auth import AnyCaller, Scheduling, require_scheduler, require_visible
+from taskbroker.api.callbacks import check_callback_url
+from taskbroker.api.dependencies import SchedulingContext, SchedulingContextDep, StoreDep
+from taskbroker.api.direct_route import DirectRoute
+from taskbroker.api.idempotency import (
     IdempotencyKeyHeader,
     RefusedBatchKeyHeader,
     check_unique_keys,
     refuse_batch_header_key,
     with_header_key,
 )
-from api.json_body import JsonBodyRoute
-from api.limits import check_task_input, enforce_rate_limit
-from api.schemas import (
+from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.api.limits import check_task_input, enforce_rate_limit
+from taskbroker.api.schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
     BatchScheduleRequest,
@@ -33,7 +34,6 @@ from api.schemas import (
     TaskList,
     TaskPageResponse,
 )
-from taskbroker import metrics
 from taskbroker.errors import InvalidCursor
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
-from api.auth import Admin, token_store
-from api.json_body import JsonBodyRoute
-from api.schemas import AUTH_ERRORS, BODY_ERRORS, CreatedToken, ErrorBody, TokenRequest
+from taskbroker.api.auth import Admin, token_store
+from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.api.schemas import AUTH_ERRORS, BODY_ERRORS, CreatedToken, ErrorBody, TokenRequest
 from taskbroker.tokens import TokenRecord, TokenStore
 
 router = APIRouter(tags=["tokens"], route_class=JsonBodyRoute)

@@ -1,5 +1,5 @@
 """The Kubernetes runtime: one ``batch/v1`` Job per task attempt (see runtime.py)."""
 
-from runtimes.kubernetes.runtime import KubernetesRuntime
+from taskbroker.runtimes.kubernetes.runtime import KubernetesRuntime
 
 __all__ = ["KubernetesRuntime"]

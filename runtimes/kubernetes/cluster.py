@@ -33,9 +33,9 @@ from kubernetes.aio.client import (
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config.config_exception import ConfigException
 
-from runtimes.base import TaskFailed
-from runtimes.kubernetes.manifest import CONTAINER
-from runtimes.kubernetes.options import KubernetesOptions
+from taskbroker.runtimes.base import TaskFailed
+from taskbroker.runtimes.kubernetes.manifest import CONTAINER
+from taskbroker.runtimes.kubernetes.options import KubernetesOptions
 
 log = structlog.get_logger("taskbroker.runtime.kubernetes")
 

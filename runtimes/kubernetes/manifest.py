@@ -22,9 +22,9 @@ from kubernetes.aio.client import (
     V1ResourceRequirements,
 )
 
-from runtimes.base import TaskFailed
-from runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 from taskbroker.models import Task
+from taskbroker.runtimes.base import TaskFailed
+from taskbroker.runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "taskbroker"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Self
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runtimes.base import RuntimeConfigError
+from taskbroker.runtimes.base import RuntimeConfigError
 
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 """A namespace name (RFC 1123 label)."""

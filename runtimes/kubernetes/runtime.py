@@ -26,7 +26,8 @@ from uuid import UUID
 
 import structlog
 
-from runtimes.base import (
+from taskbroker.models import Task
+from taskbroker.runtimes.base import (
     RunRegistry,
     Runtime,
     RuntimeConfig,
@@ -35,7 +36,7 @@ from runtimes.base import (
     cancel_raises_task_cancelled,
     parse_attributes,
 )
-from runtimes.kubernetes.cluster import (
+from taskbroker.runtimes.kubernetes.cluster import (
     Cluster,
     JobVanished,
     KubernetesUnavailable,
@@ -43,7 +44,7 @@ from runtimes.kubernetes.cluster import (
     name_of,
     outcome,
 )
-from runtimes.kubernetes.manifest import (
+from taskbroker.runtimes.kubernetes.manifest import (
     CONSUMER,
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -54,8 +55,7 @@ from runtimes.kubernetes.manifest import (
     scheduler_selector,
     task_selector,
 )
-from runtimes.kubernetes.options import JobAttributes, KubernetesOptions
-from taskbroker.models import Task
+from taskbroker.runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 
 log = structlog.get_logger("taskbroker.runtime.kubernetes")
 

@@ -14,21 +14,21 @@ from collections.abc import Callable
 import structlog
 from pydantic import SecretStr
 
-from api.main import api_server
-from api.server import DrainingServer
-from schedule_firer.main import serve_firer
-from scheduler_worker.main import serve_worker
+from taskbroker.api.main import api_server
+from taskbroker.api.server import DrainingServer
 from taskbroker.backends import Backends, embedded_backends, real_backends
 from taskbroker.errors import QueueIncompatible
 from taskbroker.models import SchedulerDefinition
 from taskbroker.names import queue_name
+from taskbroker.schedule_firer.main import serve_firer
+from taskbroker.scheduler_worker.main import serve_worker
 from taskbroker.settings import Settings
-from timeout_daemon.main import serve_daemon
+from taskbroker.timeout_daemon.main import serve_daemon
 
 log = structlog.get_logger("taskbroker.dev")
 
 DEFAULT_SCHEDULER = "default"
-DEFAULT_ALLOW = ("runtimes.builtin",)
+DEFAULT_ALLOW = ("taskbroker.runtimes.builtin",)
 """What the `default` scheduler's Inline tasks may import: `taskbroker worker`'s default."""
 
 
@@ -40,7 +40,7 @@ def banner(url: str, embedded: bool, admin_token: str, generated: bool) -> str:
     example = json.dumps(
         {
             "scheduler": DEFAULT_SCHEDULER,
-            "attributes": {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world"}},
+            "attributes": {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"hello": "world"}},
         }
     )
     backends = (

@@ -34,7 +34,7 @@ def api(
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
 ) -> None:
     """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
-    from api.main import api_server
+    from taskbroker.api.main import api_server
 
     settings = server_settings("api")
     backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
@@ -82,10 +82,10 @@ def worker(
     SIGTERM: stop taking tasks, let running ones finish within TASKBROKER_SHUTDOWN_GRACE seconds,
     hand the rest back to the queue, exit 0.
     """
-    from runtimes.base import RuntimeConfigError
-    from runtimes.registry import RuntimeUnavailable
-    from scheduler_worker.main import serve_worker
     from taskbroker.errors import UnknownScheduler
+    from taskbroker.runtimes.base import RuntimeConfigError
+    from taskbroker.runtimes.registry import RuntimeUnavailable
+    from taskbroker.scheduler_worker.main import serve_worker
 
     settings = server_settings("worker")
     options = key_values(option or [], "--option")
@@ -97,7 +97,7 @@ def worker(
             scheduler=scheduler,
             concurrency=concurrency,
             prefetch=prefetch,
-            allow=tuple(allow or ["runtimes.builtin"]),
+            allow=tuple(allow or ["taskbroker.runtimes.builtin"]),
             options=options,
             stop=stop,
         )
@@ -114,7 +114,7 @@ def timeout_daemon(
     metrics_port: MetricsPortOption = 0, metrics_host: MetricsHostOption = "127.0.0.1"
 ) -> None:
     """Expire tasks past their timeout and requeue tasks whose consumer died. Run one or more."""
-    from timeout_daemon.main import serve_daemon
+    from taskbroker.timeout_daemon.main import serve_daemon
 
     settings = server_settings("timeout-daemon")
     with _metrics_endpoint(metrics_host, metrics_port):
@@ -158,7 +158,7 @@ def dev(
 def schedule_firer() -> None:
     """Fire due recurring schedules (creating their tasks). Run one or more: replicas never fire
     one fire time twice."""
-    from schedule_firer.main import serve_firer
+    from taskbroker.schedule_firer.main import serve_firer
 
     settings = server_settings("schedule-firer")
     _serve_process("schedule-firer", settings, functools.partial(serve_firer, settings))

@@ -21,7 +21,8 @@ def schedule(
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     function: Annotated[
-        str | None, typer.Option(help="Inline callable as module:function, e.g. runtimes.builtin:echo.")
+        str | None,
+        typer.Option(help="Inline callable as module:function, e.g. taskbroker.runtimes.builtin:echo."),
     ] = None,
     arg: Annotated[
         list[str] | None, typer.Option(help="Positional argument (JSON or text); repeatable.")

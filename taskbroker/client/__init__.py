@@ -3,7 +3,7 @@
     from taskbroker.client import Client
 
     with Client("http://127.0.0.1:8000", token) as client:
-        task = client.schedule("default", {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}})
+        task = client.schedule("default", {"function": "taskbroker.runtimes.builtin:echo"})
         done = client.wait(task.id, timeout=60)
 
 Both return the API's own pydantic models and raise an ``ApiError`` subclass named after the

@@ -38,7 +38,7 @@ def test_dev_runs_an_echo_task_on_embedded_servers(serverless: Processes, http: 
     api = BlockingApi(http, url)
 
     task = api.schedule(
-        "default", {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world", "n": 3}}
+        "default", {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"hello": "world", "n": 3}}
     )
     final = api.wait_for_state(task["id"])
 
@@ -52,7 +52,9 @@ def test_dev_runs_an_echo_task_on_embedded_servers(serverless: Processes, http: 
 def test_dev_drains_its_consumer_and_exits_0_on_sigterm(serverless: Processes, http: httpx.Client) -> None:
     dev, url = _start_dev(serverless)
     api = BlockingApi(http, url)
-    task = api.schedule("default", {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 1}})
+    task = api.schedule(
+        "default", {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 1}}
+    )
     api.wait_for_state(task["id"], "running")
 
     dev.send(signal.SIGTERM)
@@ -74,7 +76,9 @@ def test_dev_generates_an_admin_token_prints_it_and_requires_it(key_prefix: str,
             docs = anonymous.get("/docs")  # the banner's link opens in a browser, without the token
         with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
             final = BlockingApi(http, url).wait_for_state(
-                BlockingApi(http, url).schedule("default", {"function": "runtimes.builtin:noop"})["id"]
+                BlockingApi(http, url).schedule("default", {"function": "taskbroker.runtimes.builtin:noop"})[
+                    "id"
+                ]
             )
     finally:
         processes.kill_all()

@@ -39,7 +39,9 @@ def _start_dev(processes: Processes) -> tuple[ManagedProcess, str]:
 def test_dev_streams_events_and_the_client_waits_on_them(serverless: Processes) -> None:
     _, url = _start_dev(serverless)
     with Client(url, ADMIN_TOKEN) as client:
-        task = client.schedule("default", {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}})
+        task = client.schedule(
+            "default", {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
+        )
         done = client.wait(task.id, timeout=60)
         history = list(client.task_events(task.id))
     assert done.state is TaskState.COMPLETE
@@ -51,7 +53,7 @@ def test_an_api_with_open_event_streams_still_exits_0_on_sigterm(processes: Proc
     received: list[TaskEvent] = []
     with Client(url, ADMIN_TOKEN) as client:
         client.register_scheduler("alpha")
-        client.schedule("alpha", {"function": "runtimes.builtin:noop"})
+        client.schedule("alpha", {"function": "taskbroker.runtimes.builtin:noop"})
 
     def listen() -> None:
         # After the API is gone the client gives up reconnecting: ApiUnreachable ends the thread.

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from runtimes.docker import TASK_LABEL
-from runtimes.docker_engine import DockerEngine
+from taskbroker.runtimes.docker import TASK_LABEL
+from taskbroker.runtimes.docker_engine import DockerEngine
 from tests.support.blocking_api import BlockingApi
 from tests.support.container_engine import TEST_IMAGE, require_engine
 from tests.support.processes import ManagedProcess, Processes

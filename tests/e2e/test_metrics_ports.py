@@ -18,8 +18,8 @@ from tests.support.waiting import eventually_sync
 pytestmark = pytest.mark.e2e
 
 SCHEDULER = "measured"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
-FAIL = {"function": "runtimes.builtin:fail"}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
+FAIL = {"function": "taskbroker.runtimes.builtin:fail"}
 
 
 def scrape(url: str) -> Scrape:
@@ -115,7 +115,7 @@ def test_every_worker_log_line_about_a_task_names_its_id_scheduler_and_attempt(
     _, url = processes.api()
     assert http.post(f"{url}/scheduler", json={"name": SCHEDULER}).status_code == 201
     worker = start_worker(processes, free_port())
-    sleep = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 300}}
+    sleep = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 300}}
     body = {"tasks": [{"scheduler": SCHEDULER, "attributes": a} for a in (ECHO, FAIL, sleep)]}
     echo, fail, sleeping = http.post(f"{url}/task/schedule/batch", json=body).json()["tasks"]
     worker.wait_for_event("task.complete")

@@ -23,7 +23,7 @@ schedules:
     scheduler: cli
     cron: "30 1 * * *"
     timezone: Europe/Amsterdam
-    attributes: {function: runtimes.builtin:echo, kwargs: {report: nightly}}
+    attributes: {function: taskbroker.runtimes.builtin:echo, kwargs: {report: nightly}}
   - name: twice-a-day
     scheduler: cli
     trigger: interval

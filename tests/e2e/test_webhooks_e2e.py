@@ -33,7 +33,7 @@ def test_timeout_daemon_process_posts_the_signed_final_task_once(
             f"{url}/task/schedule",
             json={
                 "scheduler": SCHEDULER,
-                "attributes": {"function": "runtimes.builtin:echo", "kwargs": {"done": True}},
+                "attributes": {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"done": True}},
                 "callback_url": receiver.url,
             },
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from runtimes.registry import installed_runtimes
+from taskbroker.runtimes.registry import installed_runtimes
 from tests.support.blocking_api import BlockingApi
 from tests.support.processes import Processes
 

@@ -41,7 +41,7 @@ def _assert_serving(deployment: Deployment) -> None:
     with httpx.Client(base_url=deployment.url, headers=deployment.client_headers, timeout=30) as http:
         response = http.post(
             "/task/schedule",
-            json={"scheduler": "hardening", "attributes": {"function": "runtimes.builtin:noop"}},
+            json={"scheduler": "hardening", "attributes": {"function": "taskbroker.runtimes.builtin:noop"}},
         )
     assert response.status_code == 201, response.text
 

@@ -17,7 +17,7 @@ from taskbroker.settings import Settings
 from tests.support.inprocess import Api, running_consumer
 from tests.support.waiting import eventually
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"x": 1}}
 
 
 def _in(seconds: float) -> str:
@@ -184,7 +184,7 @@ async def test_schedulers_listing_shows_waiting_messages_and_consumers(
 
     # Park the consumer's one slot on a long task, so the counts are read while it is attached.
     blocker = await api.schedule(
-        "listed", {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
+        "listed", {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
     )
     async with running_consumer(settings, backends, "listed", concurrency=1):
         await api.wait_for_state(blocker["id"], "running")

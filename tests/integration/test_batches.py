@@ -13,7 +13,7 @@ from tests.support.recorder import Recording
 from tests.support.waiting import eventually
 
 SCHEDULER = "bulk"
-NOOP = {"function": "runtimes.builtin:noop"}
+NOOP = {"function": "taskbroker.runtimes.builtin:noop"}
 
 
 async def _live_count(api: Api) -> int:

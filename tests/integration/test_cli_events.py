@@ -54,8 +54,8 @@ async def test_tasks_watch_prints_a_line_per_state_change(
     try:
         await eventually(lambda: _listening(live), what="tasks watch to open its stream")
         async with AsyncClient(live.url, ADMIN_TOKEN) as admin:
-            await admin.schedule("beta", {"function": "runtimes.builtin:noop"})  # not watched
-            task = await admin.schedule("alpha", {"function": "runtimes.builtin:noop"})
+            await admin.schedule("beta", {"function": "taskbroker.runtimes.builtin:noop"})  # not watched
+            task = await admin.schedule("alpha", {"function": "taskbroker.runtimes.builtin:noop"})
             async with running_consumer(settings, real, "alpha"):
                 assert watcher.stdout is not None
                 lines = [
@@ -79,7 +79,7 @@ async def test_schedule_count_schedules_in_batches_and_prints_every_id(live: Liv
         "schedule",
         "alpha",
         "--function",
-        "runtimes.builtin:noop",
+        "taskbroker.runtimes.builtin:noop",
         "--count",
         "25",
         "--batch-size",
@@ -99,7 +99,14 @@ async def test_schedule_wait_follows_the_event_stream_to_the_result(
 ) -> None:
     async with running_consumer(settings, real, "alpha"):
         process = await _cli(
-            live, "schedule", "alpha", "--function", "runtimes.builtin:echo", "--kwarg", "x=1", "--wait"
+            live,
+            "schedule",
+            "alpha",
+            "--function",
+            "taskbroker.runtimes.builtin:echo",
+            "--kwarg",
+            "x=1",
+            "--wait",
         )
         stdout, stderr = await asyncio.wait_for(process.communicate(), LINE_DEADLINE)
     assert process.returncode == 0, stderr.decode()

@@ -34,8 +34,8 @@ from tests.support.live_api import LiveApi, live_api
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"hello": "world"}}
-SLEEP = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 60}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"hello": "world"}}
+SLEEP = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 60}}
 
 
 @pytest.fixture
@@ -151,7 +151,10 @@ async def test_schedule_many_sends_batches_and_reports_each(live: LiveApi, admin
     with Client(live.url, ADMIN_TOKEN) as client:
         tasks = await asyncio.to_thread(
             client.schedule_many,
-            (TaskSpec("alpha", {"function": "runtimes.builtin:noop", "args": [i]}) for i in range(25)),
+            (
+                TaskSpec("alpha", {"function": "taskbroker.runtimes.builtin:noop", "args": [i]})
+                for i in range(25)
+            ),
             batch_size=10,
             on_batch=lambda stored: seen.append(len(stored)),
         )

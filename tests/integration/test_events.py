@@ -32,8 +32,8 @@ from tests.support.live_api import LiveApi, live_api
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
-SLEEP = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 30}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
+SLEEP = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 30}}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from taskbroker.events import EventLog
 from taskbroker.models import SchedulerDefinition, TaskState, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
-from timeout_daemon.daemon import TimeoutDaemon
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "expiry"
 

@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.http_limits import HttpLimits
-from api.server import draining_server
+from taskbroker.api.http_limits import HttpLimits
+from taskbroker.api.server import draining_server
 from tests.support.live_api import serving
 
 HEADER_LIMIT = 4096

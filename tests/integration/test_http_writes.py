@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.http_protocol import TurnJoinedHttpToolsProtocol
-from api.server import DrainingServer, draining_server
+from taskbroker.api.http_protocol import TurnJoinedHttpToolsProtocol
+from taskbroker.api.server import DrainingServer, draining_server
 from tests.support.live_api import serving
 
 ANSWER = {"id": "d9b2d63d-a89c-4dff-9ad7-b09a9a2ed5f6", "state": "pending"}

@@ -20,7 +20,7 @@ from taskbroker.store import NewTask
 from tests.support.inprocess import Api, running_consumer
 
 SCHEDULER = "idem"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
 
 
 def _body(key: str | None = None, **extra: Any) -> dict[str, Any]:

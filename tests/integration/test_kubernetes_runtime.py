@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from kubernetes.aio.client import ApiClient
 
-from runtimes.base import RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
-from runtimes.kubernetes import KubernetesRuntime
-from runtimes.kubernetes.manifest import CONSUMER, build_job, job_labels, job_name
-from runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 from taskbroker.models import Task, TaskState, utcnow
+from taskbroker.runtimes.base import RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
+from taskbroker.runtimes.kubernetes import KubernetesRuntime
+from taskbroker.runtimes.kubernetes.manifest import CONSUMER, build_job, job_labels, job_name
+from taskbroker.runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 from tests.support.fake_kubernetes import FakeKubernetes, Script
 from tests.support.processes import free_port
 from tests.support.waiting import eventually

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from scheduler_worker.consumer import Consumer
 from taskbroker.backends import Backends
 from taskbroker.errors import QueueMissing
 from taskbroker.names import queue_name
 from taskbroker.queue.amqp import AmqpBroker
 from taskbroker.queue.base import Delivery, Subscription
+from taskbroker.scheduler_worker.consumer import Consumer
 from taskbroker.settings import Settings
 from tests.conftest import AMQP_URL, proxied_url
 from tests.support.inprocess import Api, running_consumer

@@ -18,9 +18,9 @@ from tests.support.scrape import Scrape
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
-FAIL = {"function": "runtimes.builtin:fail"}
-SLEEP = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 300}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
+FAIL = {"function": "taskbroker.runtimes.builtin:fail"}
+SLEEP = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 300}}
 
 
 @pytest.fixture

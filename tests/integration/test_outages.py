@@ -21,7 +21,7 @@ from tests.support.inprocess import Api, api_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
 SCHEDULER = "outage"
 
 

@@ -16,11 +16,11 @@ from taskbroker.models import utcnow
 from taskbroker.names import queue_name
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.conftest import AMQP_URL
 from tests.support.inprocess import Api, running_consumer
 from tests.support.recorder import Recording
 from tests.support.waiting import eventually
-from timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "prio"
 
@@ -60,7 +60,7 @@ async def test_a_priority_outside_0_to_9_is_422(api: Api, priority: object) -> N
         "/task/schedule",
         json={
             "scheduler": SCHEDULER,
-            "attributes": {"function": "runtimes.builtin:noop"},
+            "attributes": {"function": "taskbroker.runtimes.builtin:noop"},
             "priority": priority,
         },
     )

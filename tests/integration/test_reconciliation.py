@@ -15,11 +15,11 @@ from taskbroker.models import TaskState, utcnow
 from taskbroker.names import queue_name
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.support.inprocess import Api, running_consumer
-from timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "reconcile"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
 
 
 async def _stored_without_a_message(

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from schedule_firer.firer import ScheduleFirer
 from taskbroker.backends import Backends, real_backends
 from taskbroker.models import utcnow
 from taskbroker.names import queue_name
+from taskbroker.schedule_firer.firer import ScheduleFirer
 from taskbroker.schedule_runs import new_run
 from taskbroker.schedule_store import FireOutcome, ScheduleStore
 from taskbroker.settings import Settings
 from tests.support.inprocess import Api, running_consumer
 
 SCHEDULER = "cron"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"from": "schedule"}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"from": "schedule"}}
 
 
 def _store(settings: Settings, backends: Backends) -> ScheduleStore:

@@ -10,14 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.scheduling_lane import LanedFastAPI
+from taskbroker.api.app import create_app
+from taskbroker.api.scheduling_lane import LanedFastAPI
 from taskbroker.backends import Backends
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.metrics import REGISTRY
 from taskbroker.settings import Settings
 
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"x": 1}}
 VALID = {"scheduler": "alpha", "attributes": ECHO}
 JSON = {"headers": {"content-type": "application/json"}}
 VOLATILE = {"id", "created_at", "timeout"}
@@ -215,7 +215,7 @@ async def test_a_request_served_by_the_lane_is_counted_under_its_route(pair: Pai
 def test_a_lane_refuses_a_router_with_dependencies_or_a_prefix() -> None:
     from fastapi import APIRouter, Depends
 
-    from api.routers.tasks import scheduling_router
+    from taskbroker.api.routers.tasks import scheduling_router
 
     app = LanedFastAPI()
     with pytest.raises(TypeError, match="no app or router dependencies"):

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from taskbroker.api.app import create_app
 from taskbroker.backends import Backends, embedded_backends
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
@@ -23,7 +23,7 @@ from tests.support.hostile_inputs import DATETIME_FIELDS, FREE_FORM_JSON, NON_FI
 from tests.support.processes import process_env, taskbroker_command
 
 UNKNOWN_ID = "0b9a2f3e-55f4-4c41-9a43-7c1d1e6f0a11"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"x": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"x": 1}}
 PROTECTED = [
     ("POST", "/scheduler"),
     ("GET", "/schedulers"),

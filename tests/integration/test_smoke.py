@@ -15,7 +15,9 @@ async def test_scheduled_echo_task_completes_with_its_kwargs(
     await api.register("smoke")
 
     async with running_consumer(settings, backends, "smoke"):
-        task = await api.schedule("smoke", {"function": "runtimes.builtin:echo", "kwargs": {"a": 1}})
+        task = await api.schedule(
+            "smoke", {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"a": 1}}
+        )
         final = await api.wait_for_state(task["id"])
 
     assert final["state"] == "complete"

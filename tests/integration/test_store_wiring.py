@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from api.app import create_app
+from taskbroker.api.app import create_app
 from taskbroker.backends import Backends
 from taskbroker.events import EventLog
 from taskbroker.rate_windows import RateWindows
@@ -23,7 +23,7 @@ from taskbroker.webhook_store import WebhookDeliveries
 from tests.support.inprocess import Api, api_client
 
 SCHEDULER = "wired"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"n": 1}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
 STORE_CLASSES: tuple[type, ...] = (
     TaskStore,
     ScheduleStore,

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.support.inprocess import Api, running_consumer
 from tests.support.recorder import Recording
 from tests.support.waiting import eventually
-from timeout_daemon.daemon import TimeoutDaemon
 
 SCHEDULER = "life"
-LONG_SLEEP = {"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
+LONG_SLEEP = {"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 3600}}
 
 
 async def _run_sentinel(api: Api, recording: Recording) -> None:
@@ -53,7 +53,7 @@ async def test_aborting_a_final_task_is_409_and_keeps_its_state(
     api: Api, settings: Settings, backends: Backends
 ) -> None:
     await api.register(SCHEDULER)
-    task = await api.schedule(SCHEDULER, {"function": "runtimes.builtin:echo", "kwargs": {"v": 2}})
+    task = await api.schedule(SCHEDULER, {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"v": 2}})
     async with running_consumer(settings, backends, SCHEDULER):
         await api.wait_for_state(task["id"], "complete")
 
@@ -132,7 +132,7 @@ async def test_module_whose_name_only_starts_like_an_allowed_one_is_refused(
     await api.register(SCHEDULER)
     task = await api.schedule(SCHEDULER, {"function": "runtimes.builtin_evil:noop"})
 
-    async with running_consumer(settings, backends, SCHEDULER, allow=("runtimes.builtin",)):
+    async with running_consumer(settings, backends, SCHEDULER, allow=("taskbroker.runtimes.builtin",)):
         final = await api.wait_for_state(task["id"])
 
     assert final["state"] == "failed"
@@ -144,7 +144,7 @@ async def test_failing_function_ends_failed_with_its_error(
 ) -> None:
     await api.register(SCHEDULER)
     task = await api.schedule(
-        SCHEDULER, {"function": "runtimes.builtin:fail", "kwargs": {"message": "boom 42"}}
+        SCHEDULER, {"function": "taskbroker.runtimes.builtin:fail", "kwargs": {"message": "boom 42"}}
     )
 
     async with running_consumer(settings, backends, SCHEDULER):

@@ -31,7 +31,7 @@ async def test_a_live_task_hash_stays_a_listpack_with_long_attributes(real: Back
     assert (await store.get(task.id)).attributes == ATTRIBUTES
 
 
-SHORT = {"function": "runtimes.builtin:noop"}
+SHORT = {"function": "taskbroker.runtimes.builtin:noop"}
 
 
 async def test_short_attributes_stay_in_the_hash_and_expire_with_it(real: Backends) -> None:

@@ -13,16 +13,16 @@ from pydantic import SecretStr
 
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
+from taskbroker.timeout_daemon.webhooks import WebhookDispatcher
 from taskbroker.webhook_signature import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, verify
 from taskbroker.webhook_store import WebhookDeliveries
 from tests.support.inprocess import Api, running_consumer
 from tests.support.waiting import eventually
 from tests.support.webhook_receiver import WebhookReceiver
-from timeout_daemon.webhooks import WebhookDispatcher
 
 SCHEDULER = "hooks"
 SECRET = "test-webhook-secret-0123456789abcdef"
-ECHO = {"function": "runtimes.builtin:echo", "kwargs": {"answer": 42}}
+ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"answer": 42}}
 
 
 @pytest.fixture

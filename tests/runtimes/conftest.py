@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtimes.docker import MARKER_LABEL, SCHEDULER_LABEL
-from runtimes.docker_engine import DockerEngine
+from taskbroker.runtimes.docker import MARKER_LABEL, SCHEDULER_LABEL
+from taskbroker.runtimes.docker_engine import DockerEngine
 from tests.support.container_engine import require_engine
 
 

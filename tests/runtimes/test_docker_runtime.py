@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
-from runtimes.docker import (
+from taskbroker.backends import Backends
+from taskbroker.models import SchedulerDefinition, Task, TaskState, utcnow
+from taskbroker.runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
+from taskbroker.runtimes.docker import (
     CONSUMER_LABEL,
     MARKER_LABEL,
     SCHEDULER_LABEL,
@@ -20,9 +22,7 @@ from runtimes.docker import (
     DockerRuntime,
     container_name,
 )
-from runtimes.docker_engine import DockerEngine
-from taskbroker.backends import Backends
-from taskbroker.models import SchedulerDefinition, Task, TaskState, utcnow
+from taskbroker.runtimes.docker_engine import DockerEngine
 from taskbroker.store import NewTask
 from tests.support.container_engine import TEST_IMAGE
 from tests.support.waiting import eventually

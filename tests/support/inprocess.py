@@ -11,15 +11,15 @@ from typing import Any
 
 import httpx
 
-from api.app import create_app
-from runtimes.base import RuntimeConfig
-from runtimes.inline import InlineRuntime
-from scheduler_worker.consumer import Consumer
+from taskbroker.api.app import create_app
 from taskbroker.backends import Backends
+from taskbroker.runtimes.base import RuntimeConfig
+from taskbroker.runtimes.inline import InlineRuntime
+from taskbroker.scheduler_worker.consumer import Consumer
 from taskbroker.settings import Settings
 from tests.support.waiting import eventually
 
-TEST_ALLOW = ("tests.support.recorder", "runtimes.builtin")
+TEST_ALLOW = ("tests.support.recorder", "taskbroker.runtimes.builtin")
 FINAL_STATES = frozenset({"complete", "failed", "aborted", "timeout"})
 
 

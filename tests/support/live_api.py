@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from api.app import create_app
-from api.event_hub import EventHub
-from api.http_limits import HttpLimits
-from api.server import DrainingServer, draining_server
-from api.stream_slots import StreamSlots
+from taskbroker.api.app import create_app
+from taskbroker.api.event_hub import EventHub
+from taskbroker.api.http_limits import HttpLimits
+from taskbroker.api.server import DrainingServer, draining_server
+from taskbroker.api.stream_slots import StreamSlots
 from taskbroker.backends import Backends
 from taskbroker.settings import Settings
 from tests.support.waiting import eventually

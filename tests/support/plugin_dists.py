@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 WORKING_RUNTIME = """
-from runtimes.base import Runtime
+from taskbroker.runtimes.base import Runtime
 
 class {cls}(Runtime):
     name = "{name}"

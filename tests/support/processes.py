@@ -23,7 +23,7 @@ from tests.support.waiting import eventually_sync
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 60.0
-TEST_ALLOW = ("tests.support.recorder", "runtimes.builtin")
+TEST_ALLOW = ("tests.support.recorder", "taskbroker.runtimes.builtin")
 
 
 def taskbroker_command() -> list[str]:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request,
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.direct_route import DirectRoute
-from api.errors import install_error_handlers
-from api.json_body import JsonBodyRoute
+from taskbroker.api.direct_route import DirectRoute
+from taskbroker.api.errors import install_error_handlers
+from taskbroker.api.json_body import JsonBodyRoute
 
 
 class Order(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from runtimes.docker_engine import REMOVE_ATTEMPTS, DockerEngine, EngineError
+from taskbroker.runtimes.docker_engine import REMOVE_ATTEMPTS, DockerEngine, EngineError
 
 RACE = {"message": "cannot remove container abc as it could not be stopped: container state improper"}
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from runtimes.base import RuntimeConfig, RuntimeConfigError, TaskFailed
-from runtimes.docker import DockerRuntime
-from runtimes.docker_engine import DEFAULT_DOCKER_HOST, demultiplex, docker_host
-from runtimes.docker_spec import DockerOptions, PullPolicy
-from runtimes.registry import load_runtime
 from taskbroker.models import Task, TaskState, utcnow
+from taskbroker.runtimes.base import RuntimeConfig, RuntimeConfigError, TaskFailed
+from taskbroker.runtimes.docker import DockerRuntime
+from taskbroker.runtimes.docker_engine import DEFAULT_DOCKER_HOST, demultiplex, docker_host
+from taskbroker.runtimes.docker_spec import DockerOptions, PullPolicy
+from taskbroker.runtimes.registry import load_runtime
 
 
 def _task(attributes: dict[str, Any]) -> Task:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.http_limits import require_uvicorn_protocol
-from api.http_protocol import TurnJoinedTransport
+from taskbroker.api.http_limits import require_uvicorn_protocol
+from taskbroker.api.http_protocol import TurnJoinedTransport
 
 
 class RecordingTransport(asyncio.Transport):

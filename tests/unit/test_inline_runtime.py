@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
-from runtimes.builtin import MAX_SLEEP_SECONDS
-from runtimes.inline import InlineRuntime, module_allowed
-from runtimes.registry import RuntimeNotInstalled, installed_runtimes, load_runtime
 from taskbroker.models import Task, TaskState, utcnow
+from taskbroker.runtimes.base import RuntimeConfig, TaskCancelled, TaskFailed
+from taskbroker.runtimes.builtin import MAX_SLEEP_SECONDS
+from taskbroker.runtimes.inline import InlineRuntime, module_allowed
+from taskbroker.runtimes.registry import RuntimeNotInstalled, installed_runtimes, load_runtime
 from tests.unit import blocking
 
 
@@ -39,7 +39,7 @@ async def runtime() -> AsyncIterator[InlineRuntime]:
             scheduler="s",
             concurrency=2,
             allow=(
-                "runtimes.builtin",
+                "taskbroker.runtimes.builtin",
                 "tests.unit.returns",
                 "tests.unit.blocking",
                 "tests.unit.inline_targets",
@@ -54,25 +54,29 @@ async def runtime() -> AsyncIterator[InlineRuntime]:
 @pytest.mark.parametrize(
     ("module", "allowed"),
     [
-        ("runtimes.builtin", True),
-        ("runtimes.builtin.sub", True),
+        ("taskbroker.runtimes.builtin", True),
+        ("taskbroker.runtimes.builtin.sub", True),
         ("runtimes.builtin_evil", False),
         ("os", False),
     ],
 )
 def test_only_allow_listed_modules_and_their_submodules_are_allowed(module: str, allowed: bool) -> None:
-    assert module_allowed(module, ("runtimes.builtin",)) is allowed
+    assert module_allowed(module, ("taskbroker.runtimes.builtin",)) is allowed
 
 
 async def test_a_sync_function_runs_and_returns_its_value(runtime: InlineRuntime) -> None:
-    result = await runtime.run(_task({"function": "runtimes.builtin:echo", "kwargs": {"a": [1, 2]}}))
+    result = await runtime.run(
+        _task({"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"a": [1, 2]}})
+    )
 
     assert result == {"a": [1, 2]}
 
 
 async def test_an_exception_fails_the_task_with_its_message(runtime: InlineRuntime) -> None:
     with pytest.raises(Exception, match="boom"):
-        await runtime.run(_task({"function": "runtimes.builtin:fail", "kwargs": {"message": "boom"}}))
+        await runtime.run(
+            _task({"function": "taskbroker.runtimes.builtin:fail", "kwargs": {"message": "boom"}})
+        )
 
 
 async def test_a_module_off_the_allow_list_fails_without_being_imported(runtime: InlineRuntime) -> None:
@@ -86,7 +90,7 @@ async def test_a_module_off_the_allow_list_fails_without_being_imported(runtime:
 
 @pytest.mark.parametrize(
     "attributes",
-    [{}, {"function": "no-colon"}, {"function": "runtimes.builtin:echo", "args": "not a list"}],
+    [{}, {"function": "no-colon"}, {"function": "taskbroker.runtimes.builtin:echo", "args": "not a list"}],
 )
 async def test_invalid_attributes_fail_the_task_clearly(
     runtime: InlineRuntime, attributes: dict[str, object]
@@ -119,7 +123,7 @@ async def test_a_public_function_defined_in_the_module_or_named_in_its_all_runs(
         pytest.param("tests.unit.inline_targets:join", id="imported-by-its-own-name"),
         pytest.param("tests.unit.inline_targets:special_form", id="imported-special-form"),
         pytest.param("tests.unit.inline_targets:Any", id="imported-typing-name"),
-        pytest.param("runtimes.builtin:Any", id="builtin-module-import"),
+        pytest.param("taskbroker.runtimes.builtin:Any", id="builtin-module-import"),
         pytest.param("tests.unit.inline_targets:builtin", id="builtin-function"),
         pytest.param("tests.unit.inline_targets:functools", id="imported-module"),
         pytest.param("tests.unit.inline_targets:Listed", id="class-in-__all__"),
@@ -166,7 +170,7 @@ async def test_a_dotted_attribute_path_is_refused_as_invalid(runtime: InlineRunt
 async def test_builtin_sleep_refuses_a_duration_it_should_not_wait_at_once(
     runtime: InlineRuntime, call: dict[str, object]
 ) -> None:
-    run = runtime.run(_task({"function": "runtimes.builtin:sleep", **call}))
+    run = runtime.run(_task({"function": "taskbroker.runtimes.builtin:sleep", **call}))
 
     with pytest.raises(ValueError, match=f"seconds from 0 to {MAX_SLEEP_SECONDS:g}"):
         await asyncio.wait_for(run, timeout=30)  # bounds a hang only: the refusal is immediate
@@ -177,18 +181,20 @@ async def test_builtin_sleep_waits_a_duration_within_bounds_and_returns_it(
     runtime: InlineRuntime, seconds: float
 ) -> None:
     assert (
-        await runtime.run(_task({"function": "runtimes.builtin:sleep", "kwargs": {"seconds": seconds}}))
+        await runtime.run(
+            _task({"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": seconds}})
+        )
         == seconds
     )
 
 
 async def test_a_missing_function_fails_the_task(runtime: InlineRuntime) -> None:
     with pytest.raises(TaskFailed, match="cannot load"):
-        await runtime.run(_task({"function": "runtimes.builtin:nope"}))
+        await runtime.run(_task({"function": "taskbroker.runtimes.builtin:nope"}))
 
 
 async def test_cancel_stops_an_async_run_which_raises_task_cancelled(runtime: InlineRuntime) -> None:
-    task = _task({"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}})
+    task = _task({"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 3600}})
     run = asyncio.create_task(runtime.run(task))
     while runtime._runs.get(task) is None:  # noqa: ASYNC110 (the run registers on its first step)
         await asyncio.sleep(0)
@@ -201,7 +207,7 @@ async def test_cancel_stops_an_async_run_which_raises_task_cancelled(runtime: In
 
 
 async def test_many_sync_calls_at_once_each_get_their_own_result(runtime: InlineRuntime) -> None:
-    tasks = [_task({"function": "runtimes.builtin:echo", "kwargs": {"n": n}}) for n in range(50)]
+    tasks = [_task({"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": n}}) for n in range(50)]
 
     results = await asyncio.gather(*(runtime.run(t) for t in tasks))
 

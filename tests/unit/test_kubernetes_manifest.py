@@ -10,10 +10,10 @@ import pydantic
 import pytest
 from kubernetes.aio.client import ApiClient, V1Job
 
-from runtimes.base import TaskFailed
-from runtimes.kubernetes.manifest import build_job
-from runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 from taskbroker.models import Task, TaskState
+from taskbroker.runtimes.base import TaskFailed
+from taskbroker.runtimes.kubernetes.manifest import build_job
+from taskbroker.runtimes.kubernetes.options import JobAttributes, KubernetesOptions
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

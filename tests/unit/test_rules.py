@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from api.limits import _shape
+from taskbroker.api.limits import _shape
 from taskbroker.errors import InvalidCursor
 from taskbroker.events import InvalidEventId, parse_event_id
 from taskbroker.lifecycle import Backoff

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.base import Runtime, RuntimeConfig
-from runtimes.inline import InlineRuntime
-from runtimes.registry import load_runtime
-from runtimes.testing import RuntimeConformance
 from taskbroker.models import Task
+from taskbroker.runtimes.base import Runtime, RuntimeConfig
+from taskbroker.runtimes.inline import InlineRuntime
+from taskbroker.runtimes.registry import load_runtime
+from taskbroker.runtimes.testing import RuntimeConformance
 from tests.support.example_plugin import install_example_plugin
 
 INLINE = RuntimeConformance(
     InlineRuntime,
-    succeeds={"function": "runtimes.builtin:echo", "kwargs": {"hello": "world"}},
-    fails={"function": "runtimes.builtin:fail", "kwargs": {"message": "boom"}},
-    runs_until_cancelled={"function": "runtimes.builtin:sleep", "kwargs": {"seconds": 3600}},
+    succeeds={"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"hello": "world"}},
+    fails={"function": "taskbroker.runtimes.builtin:fail", "kwargs": {"message": "boom"}},
+    runs_until_cancelled={"function": "taskbroker.runtimes.builtin:sleep", "kwargs": {"seconds": 3600}},
 )
 
 

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtimes.base import (
+from taskbroker.runtimes.base import (
     RunRegistry,
     TaskCancelled,
     TaskFailed,
     cancel_raises_task_cancelled,
     parse_attributes,
 )
-from runtimes.testing import make_task
+from taskbroker.runtimes.testing import make_task
 
 
 class Limits(BaseModel):

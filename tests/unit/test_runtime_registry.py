@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.base import Runtime
-from runtimes.inline import InlineRuntime
-from runtimes.registry import RuntimeBroken, RuntimeNotInstalled, installed_runtimes, load_runtime
+from taskbroker.runtimes.base import Runtime
+from taskbroker.runtimes.inline import InlineRuntime
+from taskbroker.runtimes.registry import RuntimeBroken, RuntimeNotInstalled, installed_runtimes, load_runtime
 from tests.support.plugin_dists import IMPORT_ERROR, WORKING_RUNTIME, write_plugin
 
 

@@ -8,9 +8,9 @@ from uuid import UUID
 
 import pytest
 
-from runtimes.base import Runtime, RuntimeConfig, TaskCancelled
-from runtimes.testing import RuntimeConformance
 from taskbroker.models import Task
+from taskbroker.runtimes.base import Runtime, RuntimeConfig, TaskCancelled
+from taskbroker.runtimes.testing import RuntimeConformance
 
 
 class SleepyRuntime(Runtime):

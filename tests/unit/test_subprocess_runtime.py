@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
-from runtimes.registry import load_runtime
-from runtimes.testing import make_task
+from taskbroker.runtimes.base import Runtime, RuntimeConfig, RuntimeConfigError, TaskCancelled, TaskFailed
+from taskbroker.runtimes.registry import load_runtime
+from taskbroker.runtimes.testing import make_task
 from tests.support.example_plugin import install_example_plugin
 from tests.support.waiting import eventually
 

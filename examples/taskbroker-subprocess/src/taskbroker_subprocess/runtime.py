@@ -35,7 +35,8 @@ from typing import Annotated, Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from runtimes.base import (
+from taskbroker.models import Task
+from taskbroker.runtimes.base import (
     RunRegistry,
     Runtime,
     RuntimeConfig,
@@ -44,7 +45,6 @@ from runtimes.base import (
     TaskFailed,
     parse_attributes,
 )
-from taskbroker.models import Task
 
 log = structlog.get_logger("taskbroker_subprocess")
 
