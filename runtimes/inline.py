@@ -209,6 +209,12 @@ class InlineRuntime(Runtime):
             return found
         module_name, _, attribute = function.partition(":")
         if not module_allowed(module_name, self.config.allow):
+            if module_allowed(f"taskbroker.{module_name}", self.config.allow):
+                # Before 0.2 taskbroker installed its runtimes as a top-level `runtimes` package.
+                raise TaskFailed(
+                    f"{module_name!r} is now 'taskbroker.{module_name}' (taskbroker installs everything "
+                    f"under its own name): name the function 'taskbroker.{function}'"
+                )
             raise TaskFailed(
                 f"module {module_name!r} is not on this consumer's allow-list {list(self.config.allow)}: "
                 "start the consumer with --allow to permit it"

@@ -65,12 +65,17 @@ def load_runtime(name: str) -> type[Runtime]:
     package = _package(entry_point)
     try:
         runtime = entry_point.load()
-    except Exception as exc:  # any error inside a third-party import is that package's fault
+    except ModuleNotFoundError as exc:
+        if exc.name != "runtimes" and not (exc.name or "").startswith("runtimes."):
+            raise _broken(name, package, entry_point.value, exc) from exc
+        # Before 0.2 taskbroker installed its runtime API as a top-level `runtimes` package.
         raise RuntimeBroken(
-            f"runtime {name!r} from package {package} failed to load "
-            f"({entry_point.value}): {type(exc).__name__}: {exc}. "
-            "Fix or reinstall that package in this consumer's environment."
+            f"runtime {name!r} from package {package} imports {exc.name!r}, taskbroker's runtime API "
+            "before 0.2; it is now 'taskbroker.runtimes' (e.g. 'from taskbroker.runtimes.base import "
+            "Runtime'): update that package (docs/runtimes.md, Moving a runtime to 0.2)."
         ) from exc
+    except Exception as exc:  # any error inside a third-party import is that package's fault
+        raise _broken(name, package, entry_point.value, exc) from exc
     if not (isinstance(runtime, type) and issubclass(runtime, Runtime)):
         raise RuntimeBroken(
             f"runtime {name!r} from package {package} does not name a Runtime subclass: "
@@ -86,3 +91,10 @@ def load_runtime(name: str) -> type[Runtime]:
             "under its own name."
         )
     return runtime
+
+
+def _broken(name: str, package: str, value: str, exc: BaseException) -> RuntimeBroken:
+    return RuntimeBroken(
+        f"runtime {name!r} from package {package} failed to load ({value}): {type(exc).__name__}: {exc}. "
+        "Fix or reinstall that package in this consumer's environment."
+    )

@@ -65,7 +65,9 @@ def banner(url: str, embedded: bool, admin_token: str, generated: bool) -> str:
     )
 
 
-async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: int) -> None:
+async def serve_dev(
+    settings: Settings, *, host: str, port: int, concurrency: int, allow: tuple[str, ...]
+) -> None:
     if "api_docs" not in settings.model_fields_set:
         # The banner's docs link is for a browser, which sends no token; `dev` is a local trial.
         settings = settings.model_copy(update={"api_docs": "public"})
@@ -95,7 +97,7 @@ async def serve_dev(settings: Settings, *, host: str, port: int, concurrency: in
                 scheduler=DEFAULT_SCHEDULER,
                 concurrency=concurrency,
                 prefetch=None,
-                allow=DEFAULT_ALLOW,
+                allow=allow,
                 options={},
                 stop=stop,
             )

@@ -67,7 +67,8 @@ def worker(
     allow: Annotated[
         list[str] | None,
         typer.Option(
-            help="Module (or package) Inline tasks may import; repeat for several. Default: runtimes.builtin."
+            help="Module (or package) Inline tasks may import; repeat for several. "
+            "Default: taskbroker.runtimes.builtin."
         ),
     ] = None,
     option: Annotated[
@@ -145,14 +146,23 @@ def dev(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8000,
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks the built-in consumer runs at once.")] = 4,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="A module (or package) whose functions the built-in consumer may run; repeat for "
+            "more. Default: taskbroker.runtimes.builtin.",
+        ),
+    ] = None,
 ) -> None:
     """Everything in one process for trying taskbroker: the API, a `default` Inline scheduler with its
     consumer, the timeout daemon and the schedule firer. Without TASKBROKER_REDIS_URL /
     TASKBROKER_AMQP_URL it needs no servers: it runs on embedded ones that keep nothing after exit."""
-    from taskbroker.cli.dev import serve_dev
+    from taskbroker.cli.dev import DEFAULT_ALLOW, serve_dev
 
     settings = server_settings("dev")
-    _run(serve_dev(settings, host=host, port=port, concurrency=concurrency))
+    modules = tuple(allow) if allow else DEFAULT_ALLOW
+    _run(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
 
 
 def schedule_firer() -> None:

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,16 +76,26 @@ def process_env(
 class ManagedProcess:
     """One subprocess with its stdout and stderr in files (a pipe nobody reads could block it)."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        command: Sequence[str] | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        """``command`` (default: this environment's `taskbroker`) runs with ``args``."""
         self.name = name
         self.args = args
         self.stdout_path = log_dir / f"{name}.stdout"
         self.stderr_path = log_dir / f"{name}.stderr"
         self._files: list[IO[bytes]] = [self.stdout_path.open("wb"), self.stderr_path.open("wb")]
         self.popen = subprocess.Popen(
-            [*taskbroker_command(), *args],
+            [*(command or taskbroker_command()), *args],
             env=dict(env),
-            cwd=REPO_ROOT,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=self._files[0],
             stderr=self._files[1],

@@ -88,6 +88,13 @@ async def test_a_module_off_the_allow_list_fails_without_being_imported(runtime:
     assert "tests.support.not_allowed" not in sys.modules
 
 
+async def test_a_function_named_by_its_name_before_0_2_fails_saying_its_new_name(
+    runtime: InlineRuntime,
+) -> None:
+    with pytest.raises(TaskFailed, match=r"name the function 'taskbroker\.runtimes\.builtin:echo'"):
+        await runtime.run(_task({"function": "runtimes.builtin:echo"}))
+
+
 @pytest.mark.parametrize(
     "attributes",
     [{}, {"function": "no-colon"}, {"function": "taskbroker.runtimes.builtin:echo", "args": "not a list"}],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 
@@ -143,3 +144,28 @@ def test_an_unknown_runtime_is_not_installed_and_the_installed_ones_are_named() 
 
 def test_the_built_in_inline_runtime_is_found_by_entry_point_like_any_plugin() -> None:
     assert load_runtime("inline") is InlineRuntime
+
+
+def test_a_plugin_written_against_the_old_runtimes_package_is_told_the_new_name(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 0.2 the runtime API was a top-level ``runtimes`` package; an installed taskbroker no
+    longer has one (in a checkout the folder is importable, so the test hides it)."""
+    monkeypatch.setitem(sys.modules, "runtimes", None)
+    name = _unique("old")
+    write_plugin(
+        plugin_dir,
+        package="taskbroker-old",
+        runtime=name,
+        target=f"{_unique('old_plugin')}:OldRuntime",
+        module_source=WORKING_RUNTIME.replace("taskbroker.runtimes.base", "runtimes.base").format(
+            cls="OldRuntime", name=name
+        ),
+    )
+
+    with pytest.raises(RuntimeBroken) as raised:
+        load_runtime(name)
+
+    message = str(raised.value)
+    assert "taskbroker-old 1.0" in message
+    assert "from taskbroker.runtimes.base import Runtime" in message
