@@ -34,6 +34,8 @@ def _delete_queue(name: str) -> None:
 def test_a_queue_deleted_under_a_live_consumer_loses_no_accepted_task(deployment: Deployment) -> None:
     recording = deployment.recording
     with httpx.Client(headers=deployment.admin_headers, timeout=30) as http:
+        # The fuzz pass's admin run may have deleted it; the consumer resubscribes when it is back.
+        assert http.post(f"{deployment.url}/scheduler", json={"name": SCHEDULER}).status_code in (200, 201)
         api = BlockingApi(http, deployment.url)
         running = [f"q-run-{n}" for n in range(WORKER_CONCURRENCY)]
         waiting = [f"q-wait-{n}" for n in range(6)]

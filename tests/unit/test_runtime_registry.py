@@ -95,7 +95,7 @@ def test_a_runtime_class_whose_name_is_not_its_entry_point_name_is_refused_namin
         runtime=name,
         target=f"{module}:MisnamedRuntime",
         module_source=(
-            "from runtimes.base import Runtime\n\n"
+            "from taskbroker.runtimes.base import Runtime\n\n"
             f"class MisnamedRuntime(Runtime):\n{class_body}"
             "    async def run(self, task):\n        return None\n\n"
             "    async def cancel(self, task):\n        return None\n"
@@ -152,6 +152,7 @@ def test_a_plugin_written_against_the_old_runtimes_package_is_told_the_new_name(
     """Before 0.2 the runtime API was a top-level ``runtimes`` package; an installed taskbroker no
     longer has one (in a checkout the folder is importable, so the test hides it)."""
     monkeypatch.setitem(sys.modules, "runtimes", None)
+    monkeypatch.setitem(sys.modules, "runtimes.base", None)
     name = _unique("old")
     write_plugin(
         plugin_dir,
