@@ -19,7 +19,8 @@ from fastapi.security import HTTPBearer
 
 from taskbroker.models import Task
 from taskbroker.store import task_not_found
-from taskbroker.tokens import Principal, Role, TokenStore
+from taskbroker.token_models import Role
+from taskbroker.tokens import Principal, TokenStore
 
 
 def token_store(request: Request) -> TokenStore:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 import structlog
 
 from taskbroker.errors import TaskbrokerError
-from taskbroker.events import EventLog, TaskEvent
+from taskbroker.event_models import TaskEvent
+from taskbroker.events import EventLog
 
 log = structlog.get_logger("taskbroker.api")
 

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from taskbroker.models import AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
 from taskbroker.queue.base import MAX_PRIORITY
-from taskbroker.tokens import Role, TokenRecord, check_scope
+from taskbroker.token_models import Role, TokenRecord
+from taskbroker.tokens import check_scope
 
 MAX_BATCH = 1000
 MAX_KEY_LENGTH = 255

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskbroker.events import TaskEvent
+from taskbroker.event_models import TaskEvent
 
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {

@@ -29,6 +29,7 @@ from bench.harness import (
     wait_until,
 )
 from bench.loadgen import Connection, build_post, expect_created
+from taskbroker.client import AsyncClient
 
 NOOP = {"function": "taskbroker.runtimes.builtin:noop"}
 ATTRIBUTES_200_BYTES = {"function": "taskbroker.runtimes.builtin:noop", "kwargs": {"payload": "x" * 140}}
@@ -180,6 +181,33 @@ class Ours:
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "api_cpu_s_per_1000": cpu_per_thousand(before, after, requests)["api"],
         }
+
+    def async_client_calls(self, scheduler: str, calls: int, clients: int, *, token: str) -> dict[str, Any]:
+        """One task per ``AsyncClient.schedule`` call, ``clients`` calls at once on one client: what
+        a service scheduling with our Python client gets, beside ``single_requests`` (raw HTTP)."""
+        before = self.fleet.cpu_seconds()
+        elapsed = asyncio.run(self._client_loop(scheduler, calls, clients, token))
+        after = self.fleet.cpu_seconds()
+        return {
+            "requests": calls,
+            "clients": clients,
+            "tasks_per_s": round(calls / elapsed, 1),
+            "api_cpu_s_per_1000": cpu_per_thousand(before, after, calls)["api"],
+        }
+
+    async def _client_loop(self, scheduler: str, calls: int, clients: int, token: str) -> float:
+        remaining = calls
+        async with AsyncClient(self.url, token) as client:
+
+            async def caller() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    await client.schedule(scheduler, NOOP)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(clients)))
+            return time.perf_counter() - started
 
     def batch_schedule(
         self, scheduler: str, tasks: int, *, batch: int = 1000, parallel: int = 2

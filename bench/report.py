@@ -133,6 +133,8 @@ def render(results: dict[str, Any]) -> str:
     single = _get(results, "ours", "single_requests") or {}
     client = _get(results, "ours", "single_requests_client_token") or {}
     batches = _get(results, "ours", "batches") or {}
+    python_client = _get(results, "ours", "async_client_single_calls") or {}
+    versus_raw = _get(results, "ours", "async_client_vs_raw", "median")
     latency = _get(results, "ours", "latency") or {}
     memory = _get(results, "ours", "memory") or {}
     s, c, b, lt, m = single.get, client.get, batches.get, latency.get, memory.get
@@ -144,6 +146,11 @@ def render(results: dict[str, Any]) -> str:
         f"| p50 {s('p50_ms', '-')} ms; API CPU {s('api_cpu_s_per_1000', '-')} s per 1,000; admin token |",
         f"| taskbroker, the same with a client token | {_num(c('tasks_per_s'))} "
         f"| p50 {c('p50_ms', '-')} ms; API CPU {c('api_cpu_s_per_1000', '-')} s per 1,000 |",
+        f"| taskbroker.client.AsyncClient, one task per schedule() call, "
+        f"{python_client.get('clients', '-')} at once, client token "
+        f"| {_num(python_client.get('tasks_per_s'))} "
+        f"| {versus_raw if versus_raw is not None else '-'}x the raw loop above (median round); "
+        "use schedule_many for bulk |",
         f"| taskbroker, batches of {b('batch', '-')} | {_num(b('tasks_per_s'))} "
         f"| API CPU {b('api_cpu_s_per_1000', '-')} s per 1,000 |",
     ]

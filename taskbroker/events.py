@@ -5,88 +5,22 @@ change. The stream is bounded by length (``MAXLEN ~`` on every append) and by ag
 daemon trims entries older than ``TASKBROKER_EVENTS_RETENTION``). Each task hash lists the ids of
 its own events in its ``events`` field, so a task's history costs O(its events) to read and no
 key per task. Unlike pub/sub, a listener that was away reads what it missed: entry ids are the
-resume points (SSE ``Last-Event-ID``).
+resume points (SSE ``Last-Event-ID``). The event's shape is taskbroker.event_models.
 """
 
 from __future__ import annotations
 
-import enum
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
 
-from taskbroker.errors import TaskbrokerError
+from taskbroker.event_models import LAST, START, EventKind, TaskEvent, parse_event_id
 from taskbroker.models import TaskState
 from taskbroker.store import redis_call
-
-EVENT_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
-_EVENT_ID = re.compile(EVENT_ID_PATTERN)
-ID_PART_MAX = 2**64 - 1
-"""Both parts of a Redis stream id are unsigned 64-bit: 20 digits can say more than Redis reads."""
-START = "0-0"
-"""The id before every event: resuming after it replays everything still retained."""
-LAST = (ID_PART_MAX, ID_PART_MAX)
-"""The highest id there can be: nothing ever comes after it."""
-
-
-class EventKind(enum.StrEnum):
-    """A task's state after the change, or ``requeued``: its consumer was lost and it is pending
-    again, to run once more."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    ABORTED = "aborted"
-    TIMEOUT = "timeout"
-    REQUEUED = "requeued"
-
-    @property
-    def is_final(self) -> bool:
-        return self in _FINAL
-
-
-_FINAL = frozenset({EventKind.COMPLETE, EventKind.FAILED, EventKind.ABORTED, EventKind.TIMEOUT})
-
-
-class TaskEvent(BaseModel):
-    """One state change of one task (the ``data`` of an SSE message)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: Annotated[str, Field(pattern=EVENT_ID_PATTERN, description="Stream entry id: resume after it.")]
-    task_id: UUID
-    scheduler: str
-    state: EventKind
-    attempt: int
-    at: datetime
-    owner: str | None = Field(default=None, description="Id of the token that scheduled the task.")
-
-
-class InvalidEventId(TaskbrokerError, ValueError):
-    """A resume point that is not a stream entry id. A ValueError too, so that a validator of a
-    request parameter that raises it is the request's 422."""
-
-
-def parse_event_id(value: str) -> tuple[int, int]:
-    """``"<ms>-<seq>"`` as a comparable pair; InvalidEventId for anything else, including a part
-    beyond 64 bits (Redis refuses those: checked here, before any command carries one)."""
-    if not _EVENT_ID.match(value):
-        raise InvalidEventId(f"event id {value!r} is not one this API sent (expected <ms>-<seq>)")
-    ms, _, seq = value.partition("-")
-    parsed = int(ms), int(seq)
-    if max(parsed) > ID_PART_MAX:
-        raise InvalidEventId(
-            f"event id {value!r} is not one this API sent: each part of <ms>-<seq> is a 64-bit "
-            f"unsigned number (at most {ID_PART_MAX})"
-        )
-    return parsed
 
 
 def event_from_entry(entry_id: str, fields: dict[str, str]) -> TaskEvent:

@@ -8,7 +8,6 @@ API replica sees a revocation at once.
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import hmac
@@ -20,40 +19,15 @@ from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
 
-from taskbroker.models import SchedulerName, utcnow
+from taskbroker.models import utcnow
 from taskbroker.script_calls import ScriptCalls
 from taskbroker.store import load_script, redis_call
+from taskbroker.token_models import Role, TokenRecord
 
 TOKEN_PREFIX = "tb_"
 ADMIN_TOKEN_ID = "admin"
 """The id of the bootstrap token from TASKBROKER_ADMIN_TOKEN."""
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    """Registers and deletes schedulers, manages tokens, sees and aborts every task. Never
-    limited to schedulers: it could create itself an unlimited token anyway (scope_refused)."""
-    CLIENT = "client"
-    """Schedules tasks on the schedulers it is allowed, reads and aborts its own tasks."""
-    WORKER = "worker"
-    """Reads schedulers and tasks (for tooling next to consumers); changes nothing."""
-
-
-class TokenRecord(BaseModel):
-    """What the API shows of a token; never the secret."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    role: Role
-    name: str = ""
-    schedulers: list[SchedulerName] | None = Field(
-        default=None, description="Schedulers this token may use; null means all."
-    )
-    created_at: datetime
-    expires_at: datetime | None = None
 
 
 class _StoredToken(TokenRecord):

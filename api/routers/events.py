@@ -25,7 +25,7 @@ from taskbroker.api.event_hub import EventHub, Subscription, SubscriptionEnded
 from taskbroker.api.schemas import AUTH_ERRORS, ErrorBody
 from taskbroker.api.stream_slots import EventStreamResponse, StreamSlot, StreamSlots
 from taskbroker.errors import TaskbrokerError
-from taskbroker.events import EVENT_ID_PATTERN, START, TaskEvent, parse_event_id
+from taskbroker.event_models import EVENT_ID_PATTERN, START, TaskEvent, parse_event_id
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 
 log = structlog.get_logger("taskbroker.api")

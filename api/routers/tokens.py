@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, status
 from taskbroker.api.auth import Admin, token_store
 from taskbroker.api.json_body import JsonBodyRoute
 from taskbroker.api.schemas import AUTH_ERRORS, BODY_ERRORS, CreatedToken, ErrorBody, TokenRequest
-from taskbroker.tokens import TokenRecord, TokenStore
+from taskbroker.token_models import TokenRecord
+from taskbroker.tokens import TokenStore
 
 router = APIRouter(tags=["tokens"], route_class=JsonBodyRoute)
 

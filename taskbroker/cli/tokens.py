@@ -23,7 +23,8 @@ from taskbroker.cli.output import err, print_json
 from taskbroker.errors import StoreUnavailable
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
-from taskbroker.tokens import AdminScopeRefused, Role, TokenRecord, TokenStore, check_scope
+from taskbroker.token_models import Role, TokenRecord
+from taskbroker.tokens import AdminScopeRefused, TokenStore, check_scope
 
 token_app = typer.Typer(
     help="Create, list and revoke API tokens, directly in Redis (TASKBROKER_REDIS_URL). Admins can "

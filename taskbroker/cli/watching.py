@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from taskbroker.client import Client, TaskSpec
-from taskbroker.events import EventKind, TaskEvent
+from taskbroker.event_models import EventKind, TaskEvent
 from taskbroker.models import Task
 
 STATE_STYLES = {

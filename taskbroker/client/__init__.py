@@ -26,7 +26,7 @@ from taskbroker.client.errors import (
     Unavailable,
 )
 from taskbroker.client.sync import Client
-from taskbroker.events import EventKind, TaskEvent
+from taskbroker.event_models import EventKind, TaskEvent
 
 __all__ = [
     "ApiError",

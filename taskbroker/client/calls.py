@@ -16,10 +16,10 @@ import httpx
 from pydantic import BaseModel, Field, TypeAdapter
 
 from taskbroker.client.errors import error_for
-from taskbroker.events import TaskEvent
+from taskbroker.event_models import TaskEvent
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState, utcnow
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
-from taskbroker.tokens import Role, TokenRecord
+from taskbroker.token_models import Role, TokenRecord
 
 T = TypeVar("T")
 

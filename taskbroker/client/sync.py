@@ -14,10 +14,10 @@ from taskbroker.client import calls
 from taskbroker.client.calls import Call, EventStream, IssuedToken, TaskPage, TaskSpec
 from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
-from taskbroker.events import TaskEvent
+from taskbroker.event_models import TaskEvent
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
-from taskbroker.tokens import Role, TokenRecord
+from taskbroker.token_models import Role, TokenRecord
 
 T = TypeVar("T")
 

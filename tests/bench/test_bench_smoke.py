@@ -38,8 +38,10 @@ def test_quick_benchmark_produces_every_figure_and_the_table(tmp_path: Path) -> 
     results = json.loads(output.read_text())
     ours = results["ours"]
     assert ours["end_to_end"]["states"] == {"complete": 500}
-    for figure in ("end_to_end", "single_requests", "single_requests_client_token", "batches"):
+    figures = ("end_to_end", "single_requests", "single_requests_client_token", "batches")
+    for figure in (*figures, "async_client_single_calls"):
         assert ours[figure]["tasks_per_s"] > 0
+    assert ours["async_client_vs_raw"]["median"] > 0
     assert ours["latency"]["p99_ms"] > 0
     assert ours["memory"]["bytes_per_task"] > 0
     for peer in ("dramatiq", "celery_acks_late", "celery_default", "celery_publish"):

@@ -20,11 +20,13 @@ import httpx
 import pytest
 
 from taskbroker.backends import Backends, real_backends
-from taskbroker.events import EventKind, EventLog, TaskEvent
+from taskbroker.event_models import EventKind, TaskEvent
+from taskbroker.events import EventLog
 from taskbroker.models import SchedulerDefinition, TaskState, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
-from taskbroker.tokens import Role, TokenStore
+from taskbroker.token_models import Role
+from taskbroker.tokens import TokenStore
 from tests.conftest import ADMIN_HEADERS, REDIS_URL, cleanup, proxied_url
 from tests.support.event_stream import OpenStream, stream
 from tests.support.inprocess import running_consumer

@@ -18,7 +18,8 @@ from taskbroker.api.app import create_app
 from taskbroker.backends import Backends, embedded_backends
 from taskbroker.models import utcnow
 from taskbroker.settings import Settings
-from taskbroker.tokens import Role, TokenStore
+from taskbroker.token_models import Role
+from taskbroker.tokens import TokenStore
 from tests.support.hostile_inputs import DATETIME_FIELDS, FREE_FORM_JSON, NON_FINITE, OVERFLOWING_TIMES
 from tests.support.processes import process_env, taskbroker_command
 

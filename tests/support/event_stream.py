@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from taskbroker.client.sse import SseDecoder
-from taskbroker.events import TaskEvent
+from taskbroker.event_models import TaskEvent
 
 
 class OpenStream:

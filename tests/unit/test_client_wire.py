@@ -8,7 +8,7 @@ from taskbroker.client import ApiError, Conflict, InvalidRequest, NotFound, Rate
 from taskbroker.client.calls import TaskSpec, batches
 from taskbroker.client.errors import error_for
 from taskbroker.client.sse import SseDecoder, SseMessage
-from taskbroker.events import InvalidEventId, parse_event_id
+from taskbroker.event_models import InvalidEventId, parse_event_id
 
 
 def _feed(lines: list[str]) -> list[SseMessage]:

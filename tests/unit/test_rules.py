@@ -12,13 +12,14 @@ from pydantic import ValidationError
 
 from taskbroker.api.limits import _shape
 from taskbroker.errors import InvalidCursor
-from taskbroker.events import InvalidEventId, parse_event_id
+from taskbroker.event_models import InvalidEventId, parse_event_id
 from taskbroker.lifecycle import Backoff
 from taskbroker.logs import REDACTED, redact_text
 from taskbroker.names import SCHEDULER_NAME_PATTERN, queue_name
 from taskbroker.settings import Settings
 from taskbroker.store import _parse_cursor
-from taskbroker.tokens import AdminScopeRefused, Principal, Role, _split, check_scope
+from taskbroker.token_models import Role
+from taskbroker.tokens import AdminScopeRefused, Principal, _split, check_scope
 
 STRONG = "x" * 32
 
