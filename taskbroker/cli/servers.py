@@ -20,6 +20,7 @@ from taskbroker.backends import Backends, real_backends
 from taskbroker.cli.config import server_settings
 from taskbroker.cli.options import MetricsHostOption, MetricsPortOption, key_values
 from taskbroker.cli.output import err
+from taskbroker.errors import IncompatibleLibrary
 from taskbroker.lifecycle import install_stop_signals
 from taskbroker.settings import Settings
 
@@ -27,6 +28,16 @@ from taskbroker.settings import Settings
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         event_loop.run(coroutine)
+
+
+@contextlib.contextmanager
+def refusing_incompatible_libraries() -> Iterator[None]:
+    """Exit 1 with the library and version when a process refuses to start on it."""
+    try:
+        yield
+    except IncompatibleLibrary as exc:
+        err.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def api(
@@ -37,8 +48,9 @@ def api(
     from taskbroker.api.main import api_server
 
     settings = server_settings("api")
-    backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
-    _run(api_server(settings, backends, host=host, port=port).serve())
+    with refusing_incompatible_libraries():
+        backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
+        _run(api_server(settings, backends, host=host, port=port).serve())
 
 
 def _serve_process(
@@ -55,7 +67,8 @@ def _serve_process(
         finally:
             await backends.close()
 
-    event_loop.run(main())
+    with refusing_incompatible_libraries():
+        event_loop.run(main())
 
 
 def worker(
@@ -162,7 +175,8 @@ def dev(
 
     settings = server_settings("dev")
     modules = tuple(allow) if allow else DEFAULT_ALLOW
-    _run(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
+    with refusing_incompatible_libraries():
+        _run(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
 
 
 def schedule_firer() -> None:
