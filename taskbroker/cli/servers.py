@@ -25,7 +25,7 @@ from taskbroker.lifecycle import install_stop_signals
 from taskbroker.settings import Settings
 
 
-def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+def run_server(coroutine: Coroutine[Any, Any, None]) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         event_loop.run(coroutine)
 
@@ -43,14 +43,26 @@ def refusing_incompatible_libraries() -> Iterator[None]:
 def api(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes serving the port (one per core scales the API).")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
     from taskbroker.api.main import api_server
 
     settings = server_settings("api")
+    if workers > 1:
+        from taskbroker.cli.api_processes import bind, serve_api_processes
+
+        try:
+            listening = bind(host, port)
+        except OSError as exc:
+            err.print(f"[red]Cannot listen on {host}:{port}:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        raise typer.Exit(serve_api_processes(listening, workers))
     with refusing_incompatible_libraries():
         backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
-        _run(api_server(settings, backends, host=host, port=port).serve())
+        run_server(api_server(settings, backends, host=host, port=port).serve())
 
 
 def _serve_process(
@@ -176,7 +188,7 @@ def dev(
     settings = server_settings("dev")
     modules = tuple(allow) if allow else DEFAULT_ALLOW
     with refusing_incompatible_libraries():
-        _run(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
+        run_server(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
 
 
 def schedule_firer() -> None:
