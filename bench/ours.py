@@ -54,8 +54,11 @@ class Ours:
 
     # Lifecycle
 
-    def start_api(self) -> None:
-        self.fleet.start("api", [str(BIN / "taskbroker"), "api", "--port", str(self.port)], self.env)
+    def start_api(self, *, workers: int = 1, command: list[str] | None = None) -> None:
+        """`taskbroker api` with ``workers`` processes; ``command`` in place of the console script
+        (bench.seams starts it with a seam turned off)."""
+        args = [*(command or [str(BIN / "taskbroker")]), "api", "--port", str(self.port)]
+        self.fleet.start("api", [*args, "--workers", str(workers)], self.env)
         wait_until(self._healthy, what="the API", timeout=60, interval=0.1)
 
     def _healthy(self) -> bool:

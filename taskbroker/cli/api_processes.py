@@ -112,13 +112,14 @@ def serve_one(listening: socket.socket, host: str, port: int) -> None:
     SIGTERM if the supervisor dies, so none outlives it."""
     os.setpgrp()
     _stop_with_parent()
-    from taskbroker.api.main import api_server
     from taskbroker.backends import real_backends
     from taskbroker.cli.config import server_settings
     from taskbroker.cli.servers import refusing_incompatible_libraries, run_server
 
     settings = server_settings("api")
     with refusing_incompatible_libraries():
+        from taskbroker.api.main import api_server  # its routes check FastAPI as they are built
+
         backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
         run_server(api_server(settings, backends, host=host, port=port).serve(sockets=[listening]))
 

@@ -48,8 +48,6 @@ def api(
     ] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
-    from taskbroker.api.main import api_server
-
     settings = server_settings("api")
     if workers > 1:
         from taskbroker.cli.api_processes import bind, serve_api_processes
@@ -61,6 +59,8 @@ def api(
             raise typer.Exit(1) from exc
         raise typer.Exit(serve_api_processes(listening, workers))
     with refusing_incompatible_libraries():
+        from taskbroker.api.main import api_server  # its routes check FastAPI as they are built
+
         backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
         run_server(api_server(settings, backends, host=host, port=port).serve())
 
