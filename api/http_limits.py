@@ -62,10 +62,9 @@ PROTOCOL_ATTRIBUTES = (
     "timeout_keep_alive",
     "timeout_keep_alive_task",
 )
-"""The attributes of uvicorn's HttpToolsProtocol that BoundedHttpToolsProtocol and
-TurnJoinedHttpToolsProtocol (api.http_protocol) read or replace; with the cycle's
-``response_complete``, the flow control's ``read_paused`` and the server state's
-``default_headers``."""
+"""The attributes of uvicorn's HttpToolsProtocol that BoundedHttpToolsProtocol reads or sets;
+with the cycle's ``response_complete``, the flow control's ``read_paused`` and the server
+state's ``default_headers``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ class LimitedConfig(uvicorn.Config):
 
 def require_uvicorn_protocol() -> None:
     """Refuse to start, naming uvicorn's version, if its httptools protocol no longer has what
-    the limits and the joined writes extend. The protocol's attributes are set per connection,
+    the limits extend. The protocol's attributes are set per connection,
     so they are looked for where uvicorn's module sets them (``self.<name> =``)."""
     missing = [f"{name}()" for name in RELIED_ON if not callable(getattr(HttpToolsProtocol, name, None))]
     source = inspect.getsource(httptools_impl)
@@ -113,7 +112,7 @@ def require_uvicorn_protocol() -> None:
             "uvicorn",
             uvicorn.__version__,
             f"has an HttpToolsProtocol without {', '.join(missing)}",
-            "bound request headers and slow clients and join each connection's writes",
+            "bound request headers and slow clients",
         )
 
 

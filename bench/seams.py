@@ -33,11 +33,6 @@ VARIANTS: dict[str, str] = {
         "from taskbroker.api import direct_route as d, json_body as j\n"
         "d.DirectRoute.get_route_handler = j.JsonBodyRoute.get_route_handler"
     ),
-    # Joined HTTP writes (api/http_protocol.py): uvicorn writes head and body separately.
-    "joined HTTP writes off": (
-        "from taskbroker.api import server, http_limits\n"
-        "server.TurnJoinedHttpToolsProtocol = http_limits.BoundedHttpToolsProtocol"
-    ),
     # Joined AMQP frames (taskbroker/queue/amqp.py): pika sends each frame alone.
     "joined AMQP frames off": (
         "from taskbroker.queue import amqp\n"
@@ -61,7 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--workers", type=int, default=1, help="API processes per variant")
     parser.add_argument("--only", action="append", help="a variant to run (repeatable; default: all)")
+    parser.add_argument(
+        "--batches", action="store_true", help="schedule in batches of 1,000 instead of one task per request"
+    )
     args = parser.parse_args(argv)
+
+    def measure(ours: Ours, requests: int) -> dict[str, Any]:
+        if args.batches:
+            return ours.batch_schedule("idle", requests * 5)
+        return ours.single_requests("idle", requests, args.clients)
+
     names = [
         "all seams on",
         *[n for n in VARIANTS if n != "all seams on" and (not args.only or n in args.only)],
@@ -73,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
             ours = apis[name] = Ours()
             ours.start_api(workers=args.workers, command=[sys.executable, "-c", f"{VARIANTS[name]}\n{START}"])
             ours.register("idle")
-            ours.single_requests("idle", max(200, args.requests // 10), args.clients)  # warm up
+            measure(ours, max(200, args.requests // 10))  # warm up
         rounds: list[dict[str, Any]] = []
         for number in range(1, args.rounds + 1):
             progress(f"round {number}/{args.rounds}")
             order = names if number % 2 else list(reversed(names))
-            rounds.append({n: apis[n].single_requests("idle", args.requests, args.clients) for n in order})
+            rounds.append({n: measure(apis[n], args.requests) for n in order})
     finally:
         for ours in apis.values():
             ours.close()

@@ -3,7 +3,7 @@ host's cores without a load balancer in front.
 
 This process binds the socket, then starts N processes (spawned, not forked: each builds its
 own event loop and connections from scratch) that serve it, each the same API process `taskbroker
-api` runs alone: the bounded, turn-joined uvicorn server of taskbroker.api.main over its own
+api` runs alone: the bounded, draining uvicorn server of taskbroker.api.main over its own
 backends. The kernel hands each connection to one of the processes waiting on the socket.
 
 Not uvicorn's ``workers=`` (uvicorn.run, or its Multiprocess supervisor): it starts
