@@ -21,6 +21,7 @@ from bench.harness import (
     AMQP_URL,
     BIN,
     REDIS_URL,
+    REPO,
     Fleet,
     cpu_per_thousand,
     delete_keys,
@@ -48,6 +49,8 @@ class Ours:
             "TASKBROKER_AMQP_URL": AMQP_URL,
             "TASKBROKER_ADMIN_TOKEN": self.token,
             "TASKBROKER_LOG_FORMAT": "json",
+            # The checkout the benchmark runs from, not whichever one the venv has installed.
+            "PYTHONPATH": str(REPO),
         }
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.schedulers: list[str] = []
