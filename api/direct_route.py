@@ -16,26 +16,83 @@ one FastAPI builds from the endpoint's signature.
 The endpoint must return a Response (its model documented with ``response_model``), and its
 dependencies may take only the request: the route refuses, when it is built, an endpoint whose
 parameters it cannot bind.
+
+Two private parts of FastAPI are read: the context variable through which FastAPI hands an
+included route its effective dependant, and the fields of ``Dependant`` (each kind of
+parameter FastAPI can bind). ``require_fastapi_internals`` refuses, when a route is built (at
+startup), a FastAPI without that variable or whose Dependant has a field this module does not
+know: a new kind of parameter would otherwise go unbound. fastapi is bounded below its next
+minor in pyproject.toml.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from typing import Any
 
+import fastapi
 from fastapi import Request, Response
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
 from pydantic import BaseModel, ValidationError
 
 from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.errors import IncompatibleLibrary
 
 JSON = b"application/json"
+
+DEPENDANT_FIELDS = frozenset(
+    {
+        # Bound by DirectBinding, or refused when it is built:
+        "path_params",
+        "query_params",
+        "header_params",
+        "cookie_params",
+        "body_params",
+        "dependencies",
+        "call",
+        "request_param_name",
+        "websocket_param_name",
+        "http_connection_param_name",
+        "response_param_name",
+        "background_tasks_param_name",
+        "security_scopes_param_name",
+        # What a dependency is, not a value it is given:
+        "name",
+        "own_oauth_scopes",
+        "parent_oauth_scopes",
+        "use_cache",
+        "path",
+        "scope",
+        "concurrency",
+    }
+)
+"""The fields of FastAPI's Dependant this module knows the meaning of."""
+
+
+def require_fastapi_internals() -> None:
+    """Refuse to start, naming FastAPI's version, if the private parts a DirectRoute reads are
+    gone or have grown (see the module's docstring)."""
+    problems = []
+    if not isinstance(getattr(fastapi_routing, "_effective_route_context_var", None), ContextVar):
+        problems.append("has no fastapi.routing._effective_route_context_var")
+    fields = {field.name for field in dataclasses.fields(Dependant)}
+    if unknown := sorted(fields - DEPENDANT_FIELDS):
+        problems.append(f"has Dependant fields a DirectRoute does not bind ({', '.join(unknown)})")
+    if gone := sorted(DEPENDANT_FIELDS - fields):
+        problems.append(f"has no Dependant fields {', '.join(gone)}")
+    if problems:
+        raise IncompatibleLibrary(
+            "FastAPI", fastapi.__version__, " and ".join(problems), "bind scheduling requests directly"
+        )
 
 
 class DirectRoute(JsonBodyRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        require_fastapi_internals()
         general = super().get_route_handler()
         binding = DirectBinding(self._effective_dependant(), self.path)
 
@@ -57,11 +114,9 @@ class DirectRoute(JsonBodyRoute):
     def _effective_dependant(self) -> Dependant:
         """The dependant FastAPI's handler uses: once included in an app, the route's handler is
         built again with the router's dependencies added (FastAPI passes that context in a
-        private context variable, as in ``APIRoute.get_route_handler``). FastAPI releases without
-        it copy the route with those dependencies instead, so the route's own dependant is the
-        one; the tests check that a router's dependency still refuses a request either way."""
-        context_var = getattr(fastapi_routing, "_effective_route_context_var", None)
-        context = None if context_var is None else context_var.get()
+        private context variable, as in ``APIRoute.get_route_handler``); the tests check that a
+        router's dependency still refuses a request."""
+        context = fastapi_routing._effective_route_context_var.get()
         if context is not None and context.original_route is self:
             dependant: Dependant = context.dependant
             return dependant
@@ -90,6 +145,7 @@ class DirectBinding:
             getattr(dependant, name) is not None
             for name in (
                 "request_param_name",
+                "websocket_param_name",
                 "response_param_name",
                 "background_tasks_param_name",
                 "http_connection_param_name",
@@ -156,6 +212,8 @@ def _request_only(sub: Dependant, where: str) -> tuple[Callable[..., Awaitable[A
         and sub.response_param_name is None
         and sub.background_tasks_param_name is None
         and sub.security_scopes_param_name is None
+        and sub.websocket_param_name is None
+        and sub.http_connection_param_name is None
     )
     if call is None or not asynchronous or not takes_only_request:
         raise TypeError(f"{where}: a DirectRoute dependency must be async and take only the request")

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import http
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import uvicorn
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
+from taskbroker.errors import IncompatibleLibrary
 from taskbroker.settings import Settings
 
 RELIED_ON = (
@@ -47,6 +52,19 @@ RELIED_ON = (
     "timeout_keep_alive_handler",
 )
 """The methods of uvicorn's HttpToolsProtocol that BoundedHttpToolsProtocol extends."""
+
+PROTOCOL_ATTRIBUTES = (
+    "transport",
+    "loop",
+    "cycle",
+    "flow",
+    "server_state",
+    "timeout_keep_alive",
+    "timeout_keep_alive_task",
+)
+"""The attributes of uvicorn's HttpToolsProtocol that BoundedHttpToolsProtocol reads or sets;
+with the cycle's ``response_complete``, the flow control's ``read_paused`` and the server
+state's ``default_headers``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +95,24 @@ class LimitedConfig(uvicorn.Config):
 
 
 def require_uvicorn_protocol() -> None:
-    """Fail at startup, saying why, if this uvicorn no longer has what the limits extend."""
-    missing = [name for name in RELIED_ON if not callable(getattr(HttpToolsProtocol, name, None))]
+    """Refuse to start, naming uvicorn's version, if its httptools protocol no longer has what
+    the limits extend. The protocol's attributes are set per connection,
+    so they are looked for where uvicorn's module sets them (``self.<name> =``)."""
+    missing = [f"{name}()" for name in RELIED_ON if not callable(getattr(HttpToolsProtocol, name, None))]
+    source = inspect.getsource(httptools_impl)
+    missing += [name for name in PROTOCOL_ATTRIBUTES if f"self.{name} =" not in source]
+    if "self.response_complete =" not in source:
+        missing.append("RequestResponseCycle.response_complete")
+    if not hasattr(FlowControl(asyncio.Transport()), "read_paused"):
+        missing.append("FlowControl.read_paused")
+    if not hasattr(ServerState(), "default_headers"):
+        missing.append("ServerState.default_headers")
     if missing:
-        raise RuntimeError(
-            f"uvicorn {uvicorn.__version__}'s HttpToolsProtocol lacks {', '.join(missing)}: the API "
-            "cannot bound request headers and slow clients with it; install the uvicorn version "
-            "pyproject.toml names"
+        raise IncompatibleLibrary(
+            "uvicorn",
+            uvicorn.__version__,
+            f"has an HttpToolsProtocol without {', '.join(missing)}",
+            "bound request headers and slow clients",
         )
 
 

@@ -13,6 +13,13 @@ recorded. Every other request goes through the whole app, as before. So do the r
 body that does not validate (the body is replayed, and FastAPI words the error) and every
 request while OpenTelemetry is configured. Only a router included without a prefix or
 dependencies can have lanes: ``include_laned_router`` includes it so, and checks.
+
+The lane stands in for the app's middleware, so it knows them: the body size limit (of the same
+bound) and the request metrics. An app given any other middleware (CORS, an allow-list, auth)
+serves every request through the whole stack, lanes included: the middleware stack is built,
+and the middleware checked, before the first request, and Starlette refuses a middleware added
+after that. FastAPI's telemetry switch (``FastAPI._native_telemetry``, private) is checked when
+the app is built: a FastAPI without it is refused (fastapi is bounded in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -20,20 +27,40 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import fastapi
+import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskbroker import metrics
 from taskbroker.api.direct_route import DirectBinding, DirectRoute
+from taskbroker.api.instrumentation import RequestMetrics
+from taskbroker.api.limits import BodySizeLimit
+from taskbroker.errors import IncompatibleLibrary
+
+log = structlog.get_logger("taskbroker.api")
 
 
 class LanedFastAPI(FastAPI):
-    """A FastAPI app whose DirectRoutes' common requests skip the middleware stack."""
+    """A FastAPI app whose DirectRoutes' common requests skip the middleware stack, as long as
+    the app has no middleware but the ones the lane does itself."""
 
-    _lanes: dict[str, DirectBinding]
-    _max_body_bytes: int
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        telemetry = getattr(self, "_native_telemetry", None)
+        if not callable(getattr(telemetry, "enabled", None)):
+            raise IncompatibleLibrary(
+                "FastAPI",
+                fastapi.__version__,
+                "has no FastAPI._native_telemetry.enabled()",
+                "send a request through its telemetry whenever telemetry is on",
+            )
+        self._lanes: dict[str, DirectBinding] = {}
+        self._lanes_open = False
+        """Set when the middleware stack is built: whether the app's middleware are all the lane's."""
+        self._max_body_bytes = 0
 
     def include_laned_router(self, router: APIRouter, *, lanes: bool, max_body_bytes: int) -> None:
         """Include ``router``, and with ``lanes`` serve its DirectRoutes by lane. Inclusion and
@@ -46,14 +73,36 @@ class LanedFastAPI(FastAPI):
         if not lanes:
             return
         self._max_body_bytes = max_body_bytes
-        routes: dict[str, DirectBinding] = getattr(self, "_lanes", {})
         for route in router.routes:
             if isinstance(route, DirectRoute) and route.methods == {"POST"}:
-                routes[route.path] = route.own_binding()
-        self._lanes = routes
+                self._lanes[route.path] = route.own_binding()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        unknown = [entry for entry in self.user_middleware if not self._lane_does(entry.cls, entry.kwargs)]
+        self._lanes_open = bool(self._lanes) and not unknown
+        if self._lanes and unknown:
+            log.info(
+                "api.lanes_closed",
+                reason="the app has middleware the scheduling lane does not do",
+                middleware=[getattr(entry.cls, "__name__", repr(entry.cls)) for entry in unknown],
+            )
+        return stack
+
+    def _lane_does(self, middleware: Any, options: dict[str, Any]) -> bool:
+        """Whether the lane does, for the requests it takes, what this middleware would."""
+        if middleware is RequestMetrics:
+            return not options
+        if middleware is BodySizeLimit:
+            return options == {"max_bytes": self._max_body_bytes}
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        binding = self._lane_for(scope)
+        if self.middleware_stack is None:
+            # Built before the first request, lanes or not: so the middleware are checked once,
+            # and Starlette refuses any added later.
+            self.middleware_stack = self.build_middleware_stack()
+        binding = self._lane_for(scope) if self._lanes_open else None
         if binding is None:
             await super().__call__(scope, receive, send)
         else:
@@ -62,8 +111,7 @@ class LanedFastAPI(FastAPI):
     def _lane_for(self, scope: Scope) -> DirectBinding | None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
             return None
-        lanes: dict[str, DirectBinding] = getattr(self, "_lanes", {})
-        binding = lanes.get(scope["path"])
+        binding = self._lanes.get(scope["path"])
         if binding is None:
             return None
         length = _content_length(scope)
@@ -71,8 +119,7 @@ class LanedFastAPI(FastAPI):
             return None  # the body limit's own answer (413), or a chunked body: the whole app
         if not binding.takes(scope["headers"], self):
             return None
-        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI's, when it has one
-        if telemetry is not None and telemetry.enabled():
+        if self._native_telemetry.enabled():
             return None
         return binding
 

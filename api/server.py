@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from taskbroker.api.http_limits import HttpLimits, LimitedConfig, require_uvicorn_protocol
-from taskbroker.api.http_protocol import TurnJoinedHttpToolsProtocol
+from taskbroker.api.http_limits import (
+    BoundedHttpToolsProtocol,
+    HttpLimits,
+    LimitedConfig,
+    require_uvicorn_protocol,
+)
 
 
 class DrainingServer(uvicorn.Server):
@@ -24,7 +28,9 @@ class DrainingServer(uvicorn.Server):
     ``on_exit`` hooks run as the shutdown begins: open event streams must end then, or the drain
     would wait for listeners that never leave."""
 
-    on_exit: list[Callable[[], None]]
+    def __init__(self, config: uvicorn.Config, *, on_exit: Sequence[Callable[[], None]] = ()) -> None:
+        super().__init__(config)
+        self.on_exit = list(on_exit)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -32,7 +38,7 @@ class DrainingServer(uvicorn.Server):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        for hook in getattr(self, "on_exit", []):
+        for hook in self.on_exit:
             # A signal handler interrupts the loop anywhere: let the loop run the hook.
             loop.call_soon_threadsafe(hook) if loop is not None else hook()
 
@@ -54,19 +60,16 @@ def draining_server(
     app: FastAPI, *, host: str, port: int, limits: HttpLimits | None = None
 ) -> DrainingServer:
     """Our logging is structlog's, so uvicorn's own log config and access log stay off. HTTP is
-    parsed by httptools within ``limits`` (the defaults: HttpLimits()), and each connection's
-    writes of a loop turn leave together."""
+    parsed by httptools within ``limits`` (the defaults: HttpLimits())."""
     require_uvicorn_protocol()
     config = LimitedConfig(
         app,
         limits=limits or HttpLimits(),
         host=host,
         port=port,
-        http=TurnJoinedHttpToolsProtocol,
+        http=BoundedHttpToolsProtocol,
         log_config=None,
         access_log=False,
     )
-    server = DrainingServer(config)
-    hub = getattr(app.state, "event_hub", None)
-    server.on_exit = [hub.stop] if hub is not None else []
-    return server
+    hub = getattr(app.state, "event_hub", None)  # an app without event streams has none
+    return DrainingServer(config, on_exit=[hub.stop] if hub is not None else [])

@@ -48,6 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-peers", action="store_true", help="measure taskbroker only")
     parser.add_argument("--skip-daemon", action="store_true", help="leave out the timeout daemon")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes (`taskbroker api --workers N`)"
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/...)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -92,7 +95,7 @@ def measure_ours(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     try:
         progress("taskbroker: starting the API")
-        ours.start_api()
+        ours.start_api(workers=args.api_workers)
         for name in ("e2e", "idle"):
             ours.register(name)
         ours.start_workers("e2e", count=2)

@@ -21,6 +21,7 @@ from bench.harness import (
     AMQP_URL,
     BIN,
     REDIS_URL,
+    REPO,
     Fleet,
     cpu_per_thousand,
     delete_keys,
@@ -49,14 +50,19 @@ class Ours:
             "TASKBROKER_AMQP_URL": AMQP_URL,
             "TASKBROKER_ADMIN_TOKEN": self.token,
             "TASKBROKER_LOG_FORMAT": "json",
+            # The checkout the benchmark runs from, not whichever one the venv has installed.
+            "PYTHONPATH": str(REPO),
         }
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.schedulers: list[str] = []
 
     # Lifecycle
 
-    def start_api(self) -> None:
-        self.fleet.start("api", [str(BIN / "taskbroker"), "api", "--port", str(self.port)], self.env)
+    def start_api(self, *, workers: int = 1, command: list[str] | None = None) -> None:
+        """`taskbroker api` with ``workers`` processes; ``command`` in place of the console script
+        (bench.seams starts it with a seam turned off)."""
+        args = [*(command or [str(BIN / "taskbroker")]), "api", "--port", str(self.port)]
+        self.fleet.start("api", [*args, "--workers", str(workers)], self.env)
         wait_until(self._healthy, what="the API", timeout=60, interval=0.1)
 
     def _healthy(self) -> bool:

@@ -76,3 +76,17 @@ class IdempotencyKeyPending(TaskbrokerError):
     def __init__(self, message: str, *, holder: str) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class IncompatibleLibrary(TaskbrokerError):
+    """An installed library lacks a private part that taskbroker's fast path is built on: the
+    process refuses to start rather than run without it. Install the version pyproject.toml
+    allows (its bounds name each library whose internals are used, and why)."""
+
+    def __init__(self, library: str, version: str, missing: str, purpose: str) -> None:
+        super().__init__(
+            f"{library} {version} {missing}, which taskbroker uses to {purpose}: install the "
+            f"{library} version taskbroker's pyproject.toml allows"
+        )
+        self.library = library
+        self.version = version

@@ -10,28 +10,91 @@ The batch goes out on one connection (kept between batches) as hiredis-packed EV
 its replies are read under one timeout: the same wire traffic as a redis-py pipeline, without
 its per-command Python packing, per-reply timeout contexts and pool round trip (41 -> 17 us of
 client CPU per call in batches of 7; a third of a worker's CPU per task went there).
+
+That takes redis-py's connection layer below its client: a pool's ``get_connection()`` and
+``release()``, a connection's ``send_packed_command``, ``read_response(timeout=)``,
+``disconnect(nowait=)``, ``retry`` and ``socket_timeout``. ``require_redis_connection_api``
+checks them when the first ScriptCalls is built (at startup), and redis is bounded below its
+next major in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import math
 from typing import Any
 
 import hiredis
+import redis
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskbroker.errors import IncompatibleLibrary
+
 _Call = tuple[AsyncScript, list[Any], asyncio.Future[Any]]
+
+CONNECTION_CALLS = {
+    "send_packed_command": ("command",),
+    "read_response": ("timeout",),
+    "disconnect": ("nowait",),
+}
+"""The methods of redis-py's AbstractConnection ScriptCalls calls, and the parameters it passes."""
+CONNECTION_ATTRIBUTES = ("socket_timeout", "retry")
+"""The attributes of a connection ScriptCalls reads, set from AbstractConnection's parameters."""
+
+
+@functools.cache
+def require_redis_connection_api() -> None:
+    """Refuse to start, naming redis-py's version, if its connection layer lacks what ScriptCalls
+    uses. Cached: the library does not change while the process runs."""
+    missing = [
+        f"AbstractConnection.{name}({', '.join(params)})"
+        for name, params in CONNECTION_CALLS.items()
+        if not _takes(getattr(AbstractConnection, name, None), params)
+    ]
+    missing += [
+        f"ConnectionPool.{name}()"
+        for name in ("get_connection", "release")
+        if not callable(getattr(ConnectionPool, name, None))
+    ]
+    if not _callable_without_arguments(getattr(ConnectionPool, "get_connection", None)):
+        missing.append("ConnectionPool.get_connection() without a command name")
+    init = inspect.signature(AbstractConnection.__init__).parameters
+    missing += [f"AbstractConnection({name}=...)" for name in CONNECTION_ATTRIBUTES if name not in init]
+    if missing:
+        raise IncompatibleLibrary(
+            "redis-py",
+            redis.__version__,
+            f"lacks {', '.join(missing)}",
+            "send the Lua script calls of one event-loop turn in one write",
+        )
+
+
+def _takes(method: Any, params: tuple[str, ...]) -> bool:
+    """Whether ``method`` is a method with parameters of these names."""
+    return callable(method) and set(params) <= set(inspect.signature(method).parameters)
+
+
+def _callable_without_arguments(method: Any) -> bool:
+    if not callable(method):
+        return False
+    try:
+        inspect.signature(method).bind(None)  # self only
+    except TypeError:
+        return False
+    return True
 
 
 class ScriptCalls:
     """Runs registered scripts for one client; calls of one loop turn share a round trip."""
 
     def __init__(self, client: Redis) -> None:
+        require_redis_connection_api()
         self._client = client
         self._queued: list[_Call] = []
         self._kept: AbstractConnection | None = None

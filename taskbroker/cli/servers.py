@@ -20,25 +20,49 @@ from taskbroker.backends import Backends, real_backends
 from taskbroker.cli.config import server_settings
 from taskbroker.cli.options import MetricsHostOption, MetricsPortOption, key_values
 from taskbroker.cli.output import err
+from taskbroker.errors import IncompatibleLibrary
 from taskbroker.lifecycle import install_stop_signals
 from taskbroker.settings import Settings
 
 
-def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+def run_server(coroutine: Coroutine[Any, Any, None]) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         event_loop.run(coroutine)
+
+
+@contextlib.contextmanager
+def refusing_incompatible_libraries() -> Iterator[None]:
+    """Exit 1 with the library and version when a process refuses to start on it."""
+    try:
+        yield
+    except IncompatibleLibrary as exc:
+        err.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def api(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes serving the port (one per core scales the API).")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn). SIGTERM drains in-flight requests, then exits."""
-    from taskbroker.api.main import api_server
-
     settings = server_settings("api")
-    backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
-    _run(api_server(settings, backends, host=host, port=port).serve())
+    if workers > 1:
+        from taskbroker.cli.api_processes import bind, serve_api_processes
+
+        try:
+            listening = bind(host, port)
+        except OSError as exc:
+            err.print(f"[red]Cannot listen on {host}:{port}:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        raise typer.Exit(serve_api_processes(listening, workers))
+    with refusing_incompatible_libraries():
+        from taskbroker.api.main import api_server  # its routes check FastAPI as they are built
+
+        backends = real_backends(settings, connection_name=f"taskbroker-api-{os.getpid()}")
+        run_server(api_server(settings, backends, host=host, port=port).serve())
 
 
 def _serve_process(
@@ -55,7 +79,8 @@ def _serve_process(
         finally:
             await backends.close()
 
-    event_loop.run(main())
+    with refusing_incompatible_libraries():
+        event_loop.run(main())
 
 
 def worker(
@@ -162,7 +187,8 @@ def dev(
 
     settings = server_settings("dev")
     modules = tuple(allow) if allow else DEFAULT_ALLOW
-    _run(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
+    with refusing_incompatible_libraries():
+        run_server(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
 
 
 def schedule_firer() -> None:

@@ -4,6 +4,7 @@ publisher confirms (never a synchronous wait per message) and manual acks."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,10 +12,17 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.base_connection import BaseConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosed, ChannelClosedByBroker
 
-from taskbroker.errors import BrokerUnavailable, QueueIncompatible, QueueMissing, TaskbrokerError
+from taskbroker.errors import (
+    BrokerUnavailable,
+    IncompatibleLibrary,
+    QueueIncompatible,
+    QueueMissing,
+    TaskbrokerError,
+)
 from taskbroker.queue.amqp_acks import AckBatcher
 from taskbroker.queue.base import (
     MAX_PRIORITY,
@@ -48,11 +56,29 @@ def _closed_error(reason: BaseException | None) -> TaskbrokerError:
     return error
 
 
+def require_pika_frame_hook() -> None:
+    """Refuse to start, naming pika's version, if pika no longer sends its frames through the
+    private hook _CoalescingConnection extends (pika is bounded below its next minor in
+    pyproject.toml)."""
+    hook = getattr(BaseConnection, "_adapter_emit_data", None)
+    if not callable(hook) or "self._transport" not in inspect.getsource(hook):
+        raise IncompatibleLibrary(
+            "pika",
+            pika.__version__,
+            "no longer writes its frames in BaseConnection._adapter_emit_data to self._transport",
+            "send the frames of one event-loop turn in one write",
+        )
+
+
 class _CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
     """pika queues every frame as its own chunk and sends the chunks one by one: three system
     calls per published message (method, header, body), each a trip through the loopback TCP
     stack. Frames emitted in one event-loop turn are joined into one chunk, so a turn's publishes
-    leave in one send; their order, and so the channel's delivery tags, are unchanged."""
+    leave in one send; their order, and so the channel's delivery tags, are unchanged.
+
+    pika's private ``_adapter_emit_data`` (every frame passes there) and ``_transport`` (None
+    once the connection is lost) are what this extends; ``require_pika_frame_hook`` checks them
+    when a broker is built."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outgoing: list[bytes] = []
@@ -267,6 +293,7 @@ class AmqpBroker(QueueBroker):
         connect_timeout: float = 5.0,
         confirm_timeout: float = 15.0,
     ) -> None:
+        require_pika_frame_hook()
         self._parameters = pika.URLParameters(url)
         self._parameters.connection_attempts = 1
         self._parameters.socket_timeout = connect_timeout

@@ -238,3 +238,64 @@ async def test_another_method_on_a_lane_path_is_405_as_by_the_whole_app(pair: Pa
         assert laned.status_code == 405, laned.text
         assert laned.headers["allow"] == whole.headers["allow"] == "POST"
         assert_same(laned, whole)
+
+
+class RecordingMiddleware:
+    """A middleware the lane does not know: it records the path of every request it sees."""
+
+    def __init__(self, app: Any, seen: list[str]) -> None:
+        self._app = app
+        self._seen = seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self._seen.append(scope["path"])
+        await self._app(scope, receive, send)
+
+
+@pytest.mark.parametrize("path", ["/task/schedule", "/task/schedule/batch"])
+async def test_a_scheduling_request_goes_through_a_middleware_added_to_the_app(
+    settings: Settings, real: Backends, lane_serves: list[str], path: str
+) -> None:
+    assert settings.admin_token is not None
+    app = create_app(settings, real, owns_backends=False)
+    seen: list[str] = []
+    app.add_middleware(RecordingMiddleware, seen=seen)
+    body = VALID if path == "/task/schedule" else {"tasks": [VALID]}
+    async with _client(app, settings.admin_token.get_secret_value()) as client:
+        assert (await client.post("/scheduler", json={"name": "alpha"})).status_code == 201
+        response = await client.post(path, json=body)
+
+    assert response.status_code == 201, response.text
+    assert seen == ["/scheduler", path]
+    assert lane_serves == []
+
+
+async def test_a_scheduling_request_gets_the_cors_headers_of_a_cors_middleware(
+    settings: Settings, real: Backends
+) -> None:
+    from fastapi.middleware.cors import CORSMiddleware
+
+    assert settings.admin_token is not None
+    app = create_app(settings, real, owns_backends=False)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://ui.example"])
+    async with _client(app, settings.admin_token.get_secret_value()) as client:
+        assert (await client.post("/scheduler", json={"name": "alpha"})).status_code == 201
+        response = await client.post("/task/schedule", json=VALID, headers={"Origin": "https://ui.example"})
+
+    assert response.status_code == 201, response.text
+    assert response.headers["access-control-allow-origin"] == "https://ui.example"
+
+
+async def test_a_middleware_cannot_be_added_once_the_lane_has_served(
+    settings: Settings, real: Backends, lane_serves: list[str]
+) -> None:
+    assert settings.admin_token is not None
+    app = create_app(settings, real, owns_backends=False)
+    async with _client(app, settings.admin_token.get_secret_value()) as client:
+        response = await client.post("/task/schedule", json={"scheduler": "nobody", "attributes": ECHO})
+    assert response.status_code == 404, response.text
+    assert lane_serves == ["/task/schedule"]
+
+    with pytest.raises(RuntimeError, match="after an application has started"):
+        app.add_middleware(RecordingMiddleware, seen=[])

@@ -200,10 +200,14 @@ class Processes:
         self._started.append(process)
         return process
 
-    def api(self, name: str = "api", *, env: Mapping[str, str] | None = None) -> tuple[ManagedProcess, str]:
-        """`taskbroker api` on a free port, once /health answers; returns it with its base URL."""
+    def api(
+        self, name: str = "api", *, env: Mapping[str, str] | None = None, workers: int = 1
+    ) -> tuple[ManagedProcess, str]:
+        """`taskbroker api` (``workers`` processes) on a free port, once /health answers; returns
+        it with its base URL."""
         port = free_port()
-        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port), env=env)
+        args = ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        process = self.start(name, *args, env=env)
         url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:

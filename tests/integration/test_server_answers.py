@@ -1,19 +1,16 @@
-"""The server our processes run (draining_server), over real sockets: an answer leaves in one
-write, and joining writes delays nothing a client waits for (streams, 100 Continue, closes,
-pipelined requests)."""
+"""The server our processes run (draining_server), over real sockets: nothing a client waits for
+is delayed (streams, 100 Continue, closes, pipelined requests)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from taskbroker.api.http_protocol import TurnJoinedHttpToolsProtocol
 from taskbroker.api.server import DrainingServer, draining_server
 from tests.support.live_api import serving
 
@@ -43,38 +40,11 @@ def make_app(release_stream: asyncio.Event) -> FastAPI:
     return app
 
 
-class SocketWrites(asyncio.Transport):
-    """Passes everything to the socket's transport, recording each write that reaches it."""
-
-    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
-        super().__init__()
-        self._transport = transport
-        self._writes = writes
-
-    def write(self, data: Any) -> None:
-        self._writes.append(bytes(data))
-        self._transport.write(data)
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in {"write", "_transport", "_writes"}:
-            return object.__getattribute__(self, name)
-        return getattr(object.__getattribute__(self, "_transport"), name)
-
-
 @asynccontextmanager
-async def serving_app(app: FastAPI, socket_writes: list[bytes] | None = None) -> AsyncIterator[int]:
-    """Serves ``app`` with draining_server on a free port (yielded); records the writes that reach
-    each connection's socket into ``socket_writes`` when given."""
+async def serving_app(app: FastAPI) -> AsyncIterator[int]:
+    """Serves ``app`` with draining_server on a free port (yielded)."""
     server: DrainingServer = draining_server(app, host="127.0.0.1", port=0)
     server.config.timeout_graceful_shutdown = 5  # a failed test's open connections end the run
-    if socket_writes is not None:
-        writes = socket_writes
-
-        class Recorded(TurnJoinedHttpToolsProtocol):
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-                super().connection_made(SocketWrites(transport, writes))
-
-        server.config.http = Recorded
     async with serving(server):
         yield server.servers[0].sockets[0].getsockname()[1]
 
@@ -89,18 +59,6 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     lines = head.split(b"\r\n")
     length = next(int(line[15:]) for line in lines if line.lower().startswith(b"content-length:"))
     return head, await reader.readexactly(length)
-
-
-async def test_an_answer_leaves_in_one_write() -> None:
-    writes: list[bytes] = []
-    async with serving_app(make_app(asyncio.Event()), writes) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(post("/task", b"{}"))
-        async with asyncio.timeout(10):
-            head, body = await read_answer(reader)
-        writer.close()
-    assert head.startswith(b"HTTP/1.1 201 ")
-    assert writes == [head + body], "the head and the body went out in separate writes"
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
