@@ -39,10 +39,20 @@ fi
 
 answers() { curl -fsS --max-time 3 --unix-socket "$SOCK" http://d/v1.41/_ping >/dev/null 2>&1; }
 
+# A service left by an earlier run can still answer _ping yet fail to start containers ("write
+# child: broken pipe", seen here after another run's session ended): each run starts its own,
+# stopping the one an earlier run started (by its pid file; never any other engine).
+PIDFILE=/tmp/podman-service.pid
+if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "stopping the podman service an earlier run started (pid $(cat "$PIDFILE"))"
+  kill "$(cat "$PIDFILE")" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.5; done
+fi
 if ! answers; then
   echo "starting podman system service on $SOCK_URL"
   rm -f "$SOCK"
-  nohup podman system service --time=0 "$SOCK_URL" >/tmp/podman-service.log 2>&1 </dev/null &
+  setsid nohup podman system service --time=0 "$SOCK_URL" >/tmp/podman-service.log 2>&1 </dev/null &
+  echo $! > "$PIDFILE"
   for _ in $(seq 1 60); do answers && break; sleep 1; done
 fi
 if answers; then
