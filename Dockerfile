@@ -8,7 +8,7 @@ COPY api ./api
 COPY scheduler_worker ./scheduler_worker
 COPY runtimes ./runtimes
 COPY timeout_daemon ./timeout_daemon
-COPY recurring ./recurring
+COPY schedule_firer ./schedule_firer
 RUN pip install '.[kubernetes]' && useradd --system --uid 10001 taskbroker
 USER taskbroker
 ENTRYPOINT ["taskbroker"]
