@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 from typer.exceptions import TyperException
 
-from taskbroker.cli import app
+from tests.deploy.cli_args import check_accepted as _parses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,14 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def compose() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
     return loaded
-
-
-def _parses(args: list[str]) -> None:
-    """Raise a usage error (TyperException) unless the CLI accepts ``args``; nothing is run."""
-    root = typer.main.get_command(app)
-    command = root.get_command(root.make_context("taskbroker", list(args)), args[0])  # type: ignore[attr-defined]
-    assert command is not None, f"unknown command {args[0]!r}"
-    command.make_context(args[0], list(args[1:]))
 
 
 def test_compose_has_the_services_of_a_deployment(compose: dict[str, Any]) -> None:

@@ -1,0 +1,329 @@
+"""deploy/ renders, and what it renders is what a cluster would accept and what our processes
+read: every object against the Kubernetes API's own models (the official client's, which forbid
+unknown fields), KEDA's ScaledObject by hand, and the references between objects, probes, CLI
+arguments and settings that no schema sees.
+
+``kubectl kustomize`` renders offline; CI installs kubectl (.ci/run). Without it here, skipped."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+import pytest
+from kubernetes import client as k8s
+from pydantic import BaseModel, ValidationError
+
+from taskbroker.settings import Settings
+from tests.deploy.cli_args import check_accepted, has_option
+from tests.deploy.rendering import DEPLOY, ROOT, Obj, Rendering, kubectl, labels_match, render, rendered_folders
+
+pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed (.ci/run installs it)")
+
+MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("v1", "Namespace"): k8s.V1Namespace,
+    ("v1", "ServiceAccount"): k8s.V1ServiceAccount,
+    ("v1", "ConfigMap"): k8s.V1ConfigMap,
+    ("v1", "Secret"): k8s.V1Secret,
+    ("v1", "Service"): k8s.V1Service,
+    ("apps/v1", "Deployment"): k8s.V1Deployment,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.V2HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): k8s.V1PodDisruptionBudget,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.V1Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.V1RoleBinding,
+}
+KEDA = ("keda.sh/v1alpha1", "ScaledObject")
+"""A custom resource: no model in the client, so its fields are checked one by one below."""
+
+PENDING_SETTINGS = {
+    "TASKBROKER_REDIS_SENTINELS",  # redis-ha
+    "TASKBROKER_REDIS_MASTER",  # redis-ha
+    "TASKBROKER_REDIS_SENTINEL_PASSWORD",  # redis-ha
+    "TASKBROKER_REDIS_MIN_REPLICAS",  # redis-ha
+    "TASKBROKER_QUEUE_TYPE",  # rabbit-ha
+}
+"""Settings the manifests use that branches being merged at the same time add to Settings.
+test_pending_names_are_not_yet_real fails as soon as one is real: then delete it from here."""
+PENDING_OPTIONS = {("schedule-firer", "--metrics-port"), ("schedule-firer", "--metrics-host")}
+"""CLI options the manifests use that the consumers branch adds (with /healthz and /readyz)."""
+
+SETTINGS = {f"TASKBROKER_{name.upper()}" for name in Settings.model_fields}
+WORKER_CANCEL_WAIT = 10
+"""Seconds a stopping worker waits for cancelled tasks after its shutdown grace
+(scheduler_worker/consumer.py, ``_drain``): its pod must be given at least grace plus this."""
+
+
+@pytest.fixture(scope="module", params=rendered_folders(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def rendering(request: pytest.FixtureRequest) -> Rendering:
+    return Rendering(request.param, render(request.param))
+
+
+def validate(obj: Obj) -> None:
+    """Raise ValidationError unless ``obj`` is a valid object of its kind (unknown fields too)."""
+    model = MODELS.get((obj["apiVersion"], obj["kind"]))
+    assert model is not None, f"no model for {obj['apiVersion']} {obj['kind']}: add it to MODELS"
+    model.model_validate(obj)
+
+
+def test_every_object_is_valid_for_the_kubernetes_api(rendering: Rendering) -> None:
+    for obj in rendering.objects:
+        if (obj["apiVersion"], obj["kind"]) == KEDA:
+            continue
+        try:
+            validate(obj)
+        except ValidationError as exc:
+            pytest.fail(f"{rendering.name}: {obj['kind']} {obj['metadata']['name']}: {exc}")
+
+
+def test_a_misspelled_or_mistyped_field_is_rejected() -> None:
+    deployment = next(o for o in render(DEPLOY / "base") if o["kind"] == "Deployment")
+    misspelled = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(ValidationError, match="replica"):
+        validate(misspelled)
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    mistyped = {**containers[0], "ports": [{"containerPort": "eight thousand"}]}
+    spec = {**deployment["spec"]["template"]["spec"], "containers": [mistyped]}
+    template = {**deployment["spec"]["template"], "spec": spec}
+    with pytest.raises(ValidationError, match="containerPort"):
+        validate({**deployment, "spec": {**deployment["spec"], "template": template}})
+
+
+def _scheduler_of(deployment: Obj) -> str:
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return str(args[args.index("--scheduler") + 1])
+
+
+def _concurrency_of(deployment: Obj) -> int:
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return int(args[args.index("--concurrency") + 1])
+
+
+def test_keda_scaled_objects_scale_a_worker_on_its_waiting_and_running_tasks_per_slot(
+    rendering: Rendering,
+) -> None:
+    for scaled in rendering.of_kind("ScaledObject"):
+        name = scaled["metadata"]["name"]
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1", name
+        assert set(scaled) <= {"apiVersion", "kind", "metadata", "spec"}, name
+        spec = scaled["spec"]
+        target = rendering.named("Deployment", spec["scaleTargetRef"]["name"])
+        assert target is not None, f"{name} scales a Deployment that is not rendered"
+        assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+        assert "replicas" not in target["spec"], f"{name}: the HPA owns the replicas, the Deployment must not"
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], name
+        [trigger] = spec["triggers"]
+        assert trigger["type"] == "prometheus", name
+        metadata = trigger["metadata"]
+        assert set(metadata) >= {"serverAddress", "query", "threshold"}, name
+        assert metadata["serverAddress"].startswith(("http://", "https://")), name
+        # Waiting + running tasks of this worker's own scheduler (not the queue length), per slot.
+        scheduler = _scheduler_of(target)
+        assert metadata["query"] == f'max(taskbroker_live_tasks{{scheduler="{scheduler}"}})', name
+        assert int(metadata["threshold"]) == _concurrency_of(target), name
+        assert target["metadata"]["labels"]["taskbroker.io/scheduler"] == scheduler
+
+
+def test_every_selector_picks_the_pods_of_exactly_one_deployment(rendering: Rendering) -> None:
+    pods = {d["metadata"]["name"]: spec for d, spec in rendering.pod_specs()}
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d, _ in rendering.pod_specs()}
+    for deployment in rendering.of_kind("Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert labels_match(selector, labels[deployment["metadata"]["name"]]), deployment["metadata"]["name"]
+        assert [n for n, lab in labels.items() if labels_match(selector, lab)] == [deployment["metadata"]["name"]]
+    for kind, selector_of in (
+        ("Service", lambda o: o["spec"]["selector"]),
+        ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"]),
+    ):
+        for obj in rendering.of_kind(kind):
+            selected = [n for n, lab in labels.items() if labels_match(selector_of(obj), lab)]
+            assert len(selected) == 1, f"{kind} {obj['metadata']['name']} selects {selected}"
+            if kind == "Service":
+                ports = {p.get("name") for c in pods[selected[0]]["containers"] for p in c["ports"]}
+                for port in obj["spec"]["ports"]:
+                    assert port["targetPort"] in ports, f"Service {obj['metadata']['name']}: {port}"
+
+
+def test_every_deployment_has_a_disruption_budget_requests_and_two_replicas(rendering: Rendering) -> None:
+    autoscaled = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"] for h in rendering.of_kind("HorizontalPodAutoscaler")}
+    autoscaled |= {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"] for s in rendering.of_kind("ScaledObject")}
+    budgets = [b["spec"]["selector"]["matchLabels"] for b in rendering.of_kind("PodDisruptionBudget")]
+    for deployment, spec in rendering.pod_specs():
+        name = deployment["metadata"]["name"]
+        template_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert any(labels_match(b, template_labels) for b in budgets), f"{name} has no PodDisruptionBudget"
+        for container in spec["containers"]:
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+        if name in autoscaled:
+            assert "replicas" not in deployment["spec"], f"{name}: its autoscaler owns the replicas"
+            if "api" in name:
+                assert autoscaled[name] >= 2, name
+        else:
+            assert deployment["spec"]["replicas"] >= 2, name
+    components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in rendering.of_kind("Deployment")}
+    assert {"api", "timeout-daemon", "schedule-firer"} <= components
+    assert rendering.name == "base" or "worker" in components
+    assert [h["spec"]["metrics"][0]["resource"]["name"] for h in rendering.of_kind("HorizontalPodAutoscaler")] == ["cpu"]
+
+
+def test_probes_ask_the_health_endpoints_on_a_declared_port(rendering: Rendering) -> None:
+    for deployment, container in rendering.containers():
+        where = f"{deployment['metadata']['name']}/{container['name']}"
+        declared = {p["containerPort"] for p in container["ports"]} | {p["name"] for p in container["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            assert probe in container, f"{where} has no {probe}"
+            assert container[probe]["httpGet"]["path"] == path, where
+            assert container[probe]["httpGet"]["port"] in declared, f"{where}: {probe} on an undeclared port"
+        args = container["args"]
+        if "--metrics-port" in args:  # the health endpoints of a worker, daemon or firer
+            assert int(args[args.index("--metrics-port") + 1]) in {p["containerPort"] for p in container["ports"]}
+            assert args[args.index("--metrics-host") + 1] == "0.0.0.0", f"{where}: the kubelet probes the pod IP"
+
+
+def test_every_variable_is_a_taskbroker_setting_or_used_by_the_command_line(rendering: Rendering) -> None:
+    for deployment, container in rendering.containers():
+        where = f"{deployment['metadata']['name']}/{container['name']}"
+        environment = rendering.environment(container)
+        referenced = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
+        for name in environment:
+            if name.startswith("TASKBROKER_"):
+                assert name in SETTINGS | PENDING_SETTINGS, f"{where}: {name} is not a setting (taskbroker/settings.py)"
+            else:
+                assert name in referenced, f"{where}: {name} is set but no argument uses $({name})"
+        assert referenced <= set(environment), f"{where}: arguments use unset {referenced - set(environment)}"
+
+
+def test_every_referenced_object_is_rendered(rendering: Rendering) -> None:
+    for deployment, spec in rendering.pod_specs():
+        name = deployment["metadata"]["name"]
+        assert rendering.named("ServiceAccount", spec["serviceAccountName"]) is not None, name
+        for container in spec["containers"]:
+            rendering.environment(container)  # each envFrom source exists (asserts)
+            mounts = {m["name"] for m in container.get("volumeMounts") or []}
+            assert mounts <= {v["name"] for v in spec.get("volumes") or []}, name
+        for volume in spec.get("volumes") or []:
+            if "secret" in volume:
+                assert rendering.named("Secret", volume["secret"]["secretName"]) is not None, name
+    for autoscaler in rendering.of_kind("HorizontalPodAutoscaler"):
+        assert rendering.named("Deployment", autoscaler["spec"]["scaleTargetRef"]["name"]) is not None
+    for binding in rendering.of_kind("RoleBinding"):
+        assert rendering.named(binding["roleRef"]["kind"], binding["roleRef"]["name"]) is not None
+        for subject in binding["subjects"]:
+            assert rendering.named("ServiceAccount", subject["name"]) is not None
+            assert subject["namespace"] == binding["metadata"]["namespace"]
+
+
+def test_the_kubernetes_runtime_has_a_role_for_each_call_it_makes(rendering: Rendering) -> None:
+    role = rendering.named("Role", "taskbroker-kubernetes-runtime")
+    assert role is not None
+    allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    calls = {  # runtimes/kubernetes/cluster.py, one entry per API call it makes
+        ("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"),
+        ("batch", "jobs", "patch"), ("batch", "jobs", "delete"), ("", "pods", "list"), ("", "pods/log", "get"),
+        ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "list"), ("coordination.k8s.io", "leases", "delete"),
+    }  # fmt: skip
+    assert calls <= allowed
+    users = [spec for _, spec in rendering.pod_specs() if spec["serviceAccountName"] == "taskbroker-kubernetes-runtime"]
+    for _, spec in rendering.pod_specs():
+        token = rendering.named("ServiceAccount", spec["serviceAccountName"])
+        assert token is not None
+        if spec not in users:
+            assert token.get("automountServiceAccountToken") is False, "only the runtime's workers hold a token"
+
+
+def test_workers_are_given_their_shutdown_grace_and_the_cancel_wait_to_stop(rendering: Rendering) -> None:
+    for deployment, container in rendering.containers():
+        if container["args"][0] != "worker":
+            continue
+        grace = float(rendering.environment(container).get("TASKBROKER_SHUTDOWN_GRACE") or Settings().shutdown_grace)
+        given = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert given >= grace + WORKER_CANCEL_WAIT, f"{deployment['metadata']['name']}: {given} s for a grace of {grace} s"
+
+
+def _without_pending_options(args: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif (args[0], arg) in PENDING_OPTIONS and not has_option(args[0], arg):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def test_every_container_runs_the_one_image_with_a_command_the_cli_accepts(rendering: Rendering) -> None:
+    images = {container["image"] for _, container in rendering.containers()}
+    assert len(images) == 1, f"{rendering.name} runs several images: {images}"
+    assert re.fullmatch(r"([^/]+/)*taskbroker:[\w.-]+", images.pop())
+    for _, container in rendering.containers():
+        check_accepted(_without_pending_options(container["args"]))
+
+
+def test_pending_names_are_not_yet_real() -> None:
+    arrived = sorted(PENDING_SETTINGS & SETTINGS) + sorted(
+        f"{c} {o}" for c, o in PENDING_OPTIONS if has_option(c, o)
+    )
+    assert not arrived, f"now real: delete them from PENDING_SETTINGS / PENDING_OPTIONS: {arrived}"
+
+
+def test_the_base_admin_token_makes_the_api_refuse_to_start(tmp_path: Path) -> None:
+    base = Rendering(DEPLOY / "base", render(DEPLOY / "base"))
+    [api] = [c for _, c in base.containers() if c["args"][0] == "api"]
+    [secret] = [s for s in base.of_kind("Secret") if s["metadata"]["name"].startswith("taskbroker-admin-token")]
+    token_file = tmp_path / "admin-token"
+    token_file.write_bytes(base64.b64decode(secret["data"]["admin-token"]))
+    path = api["env"][0]["value"] if api["env"][0]["name"] == "TASKBROKER_ADMIN_TOKEN_FILE" else None
+    assert path == "/run/secrets/taskbroker/admin-token"
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(admin_token_file=token_file)
+
+
+def test_an_overlay_that_replaces_the_secrets_from_files_reaches_the_pods(tmp_path: Path) -> None:
+    """What docs/kubernetes.md tells an operator to do, done: the files' text ends up in the
+    Secrets, under the hashed names the pods refer to."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    site = tmp_path / "deploy" / "overlays" / "site"
+    shutil.copytree(DEPLOY / "overlays" / "default", site)
+    token = "t" * 40
+    (site / "admin-token").write_text(token)
+    (site / "connections.env").write_text("TASKBROKER_AMQP_URL=amqp://u:p@rabbit-a:5672/%2F\n")
+    with (site / "kustomization.yaml").open("a") as kustomization:
+        kustomization.write(
+            "\nsecretGenerator:\n"
+            "  - name: taskbroker-admin-token\n    behavior: replace\n    files: [admin-token]\n"
+            "  - name: taskbroker-connections\n    behavior: replace\n    envs: [connections.env]\n"
+        )
+    site_render = Rendering(site, render(site))
+    [api] = [c for _, c in site_render.containers() if c["args"][0] == "api"]
+    assert site_render.environment(api)["TASKBROKER_AMQP_URL"] == "amqp://u:p@rabbit-a:5672/%2F"
+    [deployment] = [d for d, c in site_render.containers() if c is api]
+    [volume] = deployment["spec"]["template"]["spec"]["volumes"]
+    assert site_render.source_data("Secret", volume["secret"]["secretName"]) == {"admin-token": token}
+
+
+def test_every_value_of_the_base_is_documented() -> None:
+    page = (ROOT / "docs" / "kubernetes.md").read_text()
+    base = Rendering(DEPLOY / "base", render(DEPLOY / "base"))
+    names: set[str] = set()
+    for obj in base.of_kind("ConfigMap") + base.of_kind("Secret"):
+        names |= set(obj.get("data") or {})
+    names |= {p.name for p in DEPLOY.glob("*/*") if p.is_dir()}
+    missing = sorted(n for n in names if f"`{n}`" not in page)
+    assert not missing, f"docs/kubernetes.md does not mention {missing}"
+
+
+def _dockerfile_sources() -> set[str]:
+    """What the Dockerfile's COPY lines copy (each word but the destination)."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    return {source for line in lines if line.startswith("COPY ") for source in line.split()[1:-1]}
+
+
+def test_the_image_the_manifests_run_copies_every_process_folder() -> None:
+    copied = _dockerfile_sources()
+    for source in copied:
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+    linked = {p.name for p in (ROOT / "taskbroker").iterdir() if p.is_symlink()}
+    assert linked <= copied, f"the image lacks {sorted(linked - copied)}"
