@@ -11,13 +11,23 @@ import base64
 import re
 import shutil
 from pathlib import Path
+
 import pytest
 from kubernetes import client as k8s
 from pydantic import BaseModel, ValidationError
 
 from taskbroker.settings import Settings
 from tests.deploy.cli_args import check_accepted, has_option
-from tests.deploy.rendering import DEPLOY, ROOT, Obj, Rendering, kubectl, labels_match, render, rendered_folders
+from tests.deploy.rendering import (
+    DEPLOY,
+    ROOT,
+    Obj,
+    Rendering,
+    kubectl,
+    labels_match,
+    render,
+    rendered_folders,
+)
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed (.ci/run installs it)")
 
@@ -124,19 +134,21 @@ def test_keda_scaled_objects_scale_a_worker_on_its_waiting_and_running_tasks_per
         assert target["metadata"]["labels"]["taskbroker.io/scheduler"] == scheduler
 
 
+def _deployments(rendering: Rendering) -> list[tuple[str, Obj]]:
+    return [(d["metadata"]["name"], d) for d in rendering.of_kind("Deployment")]
+
+
 def test_every_selector_picks_the_pods_of_exactly_one_deployment(rendering: Rendering) -> None:
     pods = {d["metadata"]["name"]: spec for d, spec in rendering.pod_specs()}
-    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d, _ in rendering.pod_specs()}
-    for deployment in rendering.of_kind("Deployment"):
+    labels = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in _deployments(rendering)}
+    for name, deployment in _deployments(rendering):
         selector = deployment["spec"]["selector"]["matchLabels"]
-        assert labels_match(selector, labels[deployment["metadata"]["name"]]), deployment["metadata"]["name"]
-        assert [n for n, lab in labels.items() if labels_match(selector, lab)] == [deployment["metadata"]["name"]]
-    for kind, selector_of in (
-        ("Service", lambda o: o["spec"]["selector"]),
-        ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"]),
-    ):
+        assert [n for n, lab in labels.items() if labels_match(selector, lab)] == [name]
+    for kind in ("Service", "PodDisruptionBudget"):
         for obj in rendering.of_kind(kind):
-            selected = [n for n, lab in labels.items() if labels_match(selector_of(obj), lab)]
+            selector = obj["spec"]["selector"]
+            selector = selector["matchLabels"] if kind == "PodDisruptionBudget" else selector
+            selected = [n for n, lab in labels.items() if labels_match(selector, lab)]
             assert len(selected) == 1, f"{kind} {obj['metadata']['name']} selects {selected}"
             if kind == "Service":
                 ports = {p.get("name") for c in pods[selected[0]]["containers"] for p in c["ports"]}
@@ -145,8 +157,13 @@ def test_every_selector_picks_the_pods_of_exactly_one_deployment(rendering: Rend
 
 
 def test_every_deployment_has_a_disruption_budget_requests_and_two_replicas(rendering: Rendering) -> None:
-    autoscaled = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"] for h in rendering.of_kind("HorizontalPodAutoscaler")}
-    autoscaled |= {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"] for s in rendering.of_kind("ScaledObject")}
+    autoscaled = {
+        h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
+        for h in rendering.of_kind("HorizontalPodAutoscaler")
+    } | {
+        s["spec"]["scaleTargetRef"]["name"]: s["spec"]["minReplicaCount"]
+        for s in rendering.of_kind("ScaledObject")
+    }
     budgets = [b["spec"]["selector"]["matchLabels"] for b in rendering.of_kind("PodDisruptionBudget")]
     for deployment, spec in rendering.pod_specs():
         name = deployment["metadata"]["name"]
@@ -160,10 +177,11 @@ def test_every_deployment_has_a_disruption_budget_requests_and_two_replicas(rend
                 assert autoscaled[name] >= 2, name
         else:
             assert deployment["spec"]["replicas"] >= 2, name
-    components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in rendering.of_kind("Deployment")}
+    components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for _, d in _deployments(rendering)}
     assert {"api", "timeout-daemon", "schedule-firer"} <= components
     assert rendering.name == "base" or "worker" in components
-    assert [h["spec"]["metrics"][0]["resource"]["name"] for h in rendering.of_kind("HorizontalPodAutoscaler")] == ["cpu"]
+    [api_autoscaler] = rendering.of_kind("HorizontalPodAutoscaler")
+    assert [m["resource"]["name"] for m in api_autoscaler["spec"]["metrics"]] == ["cpu"]
 
 
 def test_probes_ask_the_health_endpoints_on_a_declared_port(rendering: Rendering) -> None:
@@ -176,8 +194,9 @@ def test_probes_ask_the_health_endpoints_on_a_declared_port(rendering: Rendering
             assert container[probe]["httpGet"]["port"] in declared, f"{where}: {probe} on an undeclared port"
         args = container["args"]
         if "--metrics-port" in args:  # the health endpoints of a worker, daemon or firer
-            assert int(args[args.index("--metrics-port") + 1]) in {p["containerPort"] for p in container["ports"]}
-            assert args[args.index("--metrics-host") + 1] == "0.0.0.0", f"{where}: the kubelet probes the pod IP"
+            assert int(args[args.index("--metrics-port") + 1]) in declared, where
+            # The kubelet probes the pod's IP, not its loopback.
+            assert args[args.index("--metrics-host") + 1] == "0.0.0.0", where
 
 
 def test_every_variable_is_a_taskbroker_setting_or_used_by_the_command_line(rendering: Rendering) -> None:
@@ -187,7 +206,7 @@ def test_every_variable_is_a_taskbroker_setting_or_used_by_the_command_line(rend
         referenced = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
         for name in environment:
             if name.startswith("TASKBROKER_"):
-                assert name in SETTINGS | PENDING_SETTINGS, f"{where}: {name} is not a setting (taskbroker/settings.py)"
+                assert name in SETTINGS | PENDING_SETTINGS, f"{where}: {name} is no setting"
             else:
                 assert name in referenced, f"{where}: {name} is set but no argument uses $({name})"
         assert referenced <= set(environment), f"{where}: arguments use unset {referenced - set(environment)}"
@@ -216,29 +235,39 @@ def test_every_referenced_object_is_rendered(rendering: Rendering) -> None:
 def test_the_kubernetes_runtime_has_a_role_for_each_call_it_makes(rendering: Rendering) -> None:
     role = rendering.named("Role", "taskbroker-kubernetes-runtime")
     assert role is not None
-    allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    calls = {  # runtimes/kubernetes/cluster.py, one entry per API call it makes
-        ("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "list"), ("batch", "jobs", "watch"),
-        ("batch", "jobs", "patch"), ("batch", "jobs", "delete"), ("", "pods", "list"), ("", "pods/log", "get"),
-        ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update"),
-        ("coordination.k8s.io", "leases", "list"), ("coordination.k8s.io", "leases", "delete"),
-    }  # fmt: skip
-    assert calls <= allowed
-    users = [spec for _, spec in rendering.pod_specs() if spec["serviceAccountName"] == "taskbroker-kubernetes-runtime"]
+    allowed = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # What runtimes/kubernetes/cluster.py calls: resource, verbs.
+    calls = {
+        ("batch", "jobs"): ["create", "get", "list", "watch", "patch", "delete"],
+        ("", "pods"): ["list"],
+        ("", "pods/log"): ["get"],
+        ("coordination.k8s.io", "leases"): ["create", "update", "list", "delete"],
+    }
+    assert {(g, r, v) for (g, r), verbs in calls.items() for v in verbs} <= allowed
     for _, spec in rendering.pod_specs():
-        token = rendering.named("ServiceAccount", spec["serviceAccountName"])
-        assert token is not None
-        if spec not in users:
-            assert token.get("automountServiceAccountToken") is False, "only the runtime's workers hold a token"
+        account = rendering.named("ServiceAccount", spec["serviceAccountName"])
+        assert account is not None
+        if account["metadata"]["name"] != "taskbroker-kubernetes-runtime":
+            assert account.get("automountServiceAccountToken") is False, (
+                "only the runtime's workers hold a token"
+            )
 
 
 def test_workers_are_given_their_shutdown_grace_and_the_cancel_wait_to_stop(rendering: Rendering) -> None:
     for deployment, container in rendering.containers():
         if container["args"][0] != "worker":
             continue
-        grace = float(rendering.environment(container).get("TASKBROKER_SHUTDOWN_GRACE") or Settings().shutdown_grace)
+        configured = rendering.environment(container).get("TASKBROKER_SHUTDOWN_GRACE")
+        grace = float(configured) if configured else Settings().shutdown_grace
         given = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert given >= grace + WORKER_CANCEL_WAIT, f"{deployment['metadata']['name']}: {given} s for a grace of {grace} s"
+        name = deployment["metadata"]["name"]
+        assert given >= grace + WORKER_CANCEL_WAIT, f"{name}: {given} s for a grace of {grace} s"
 
 
 def _without_pending_options(args: list[str]) -> list[str]:
@@ -272,7 +301,7 @@ def test_pending_names_are_not_yet_real() -> None:
 def test_the_base_admin_token_makes_the_api_refuse_to_start(tmp_path: Path) -> None:
     base = Rendering(DEPLOY / "base", render(DEPLOY / "base"))
     [api] = [c for _, c in base.containers() if c["args"][0] == "api"]
-    [secret] = [s for s in base.of_kind("Secret") if s["metadata"]["name"].startswith("taskbroker-admin-token")]
+    [secret] = [s for s in base.of_kind("Secret") if "admin-token" in (s.get("data") or {})]
     token_file = tmp_path / "admin-token"
     token_file.write_bytes(base64.b64decode(secret["data"]["admin-token"]))
     path = api["env"][0]["value"] if api["env"][0]["name"] == "TASKBROKER_ADMIN_TOKEN_FILE" else None
@@ -310,7 +339,7 @@ def test_every_value_of_the_base_is_documented() -> None:
     names: set[str] = set()
     for obj in base.of_kind("ConfigMap") + base.of_kind("Secret"):
         names |= set(obj.get("data") or {})
-    names |= {p.name for p in DEPLOY.glob("*/*") if p.is_dir()}
+    names |= {str(p.relative_to(ROOT)) for p in [DEPLOY / "base", *DEPLOY.glob("*/*")] if p.is_dir()}
     missing = sorted(n for n in names if f"`{n}`" not in page)
     assert not missing, f"docs/kubernetes.md does not mention {missing}"
 
