@@ -150,8 +150,9 @@ def run(tasks: int, modes: list[str], idle_seconds: float) -> dict[str, Any]:
         ours.register(SCHEDULER)
         ours.start_workers(SCHEDULER, count=1)
         ours.fleet.start("timeout-daemon", [str(BIN / "taskbroker"), "timeout-daemon"], ours.env)
-        progress("warm-up: 1,000 tasks")
-        asyncio.run(_schedule(ours.url, ours.headers, 1000, "batch"))
+        warm_up = min(1000, tasks)
+        progress(f"warm-up: {warm_up:,} tasks")
+        asyncio.run(_schedule(ours.url, ours.headers, warm_up, "batch"))
         wait_until(lambda: ours.live_tasks(SCHEDULER) == 0, what="the warm-up", interval=0.2)
         runs = [measure(ours, tasks, mode, idle_seconds) for mode in modes]
     finally:
@@ -175,6 +176,12 @@ def main() -> None:
         "--modes", default="batch,single", help="Comma-separated: batch (1,000 per request), single."
     )
     parser.add_argument("--idle", type=float, default=10.0, help="Seconds of each idle window.")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="The JSON file (default: bench/results/redis-cpu-<time>.json).",
+    )
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - {"batch", "single"}
@@ -182,9 +189,11 @@ def main() -> None:
         parser.error(f"unknown modes: {sorted(unknown)}")
     figures = run(args.tasks, modes, args.idle)
     print(json.dumps(figures, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"redis-cpu-{stamp}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    output = args.output
+    if output is None:
+        RESULTS.mkdir(exist_ok=True)
+        output = RESULTS / f"redis-cpu-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    output.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,20 @@ def test_quick_benchmark_produces_every_figure_and_the_table(tmp_path: Path) -> 
     assert results["timeout_daemon"]["expired"] == 2000
     assert set(results["timeout_daemon"]["idle_sweep_ms"]) == {"0", "20000"}
     assert all(value != "-" for _, value, _ in targets(results))
+
+
+def test_redis_cpu_measure_runs_every_mode_to_the_end_of_each_task_life(tmp_path: Path) -> None:
+    output = tmp_path / "redis-cpu.json"
+    command = [sys.executable, "-m", "bench.redis_cpu", "--tasks", "200", "--idle", "0.5"]
+    run = subprocess.run(
+        [*command, "--output", str(output)], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(output.read_text())
+    assert [r["mode"] for r in figures["runs"]] == ["batch", "single"]
+    for measured in figures["runs"]:
+        assert measured["tasks"] == 200
+        assert measured["expired_seconds"] >= measured["complete_seconds"]
+        assert measured["total"]["redis_cpu_s"] > 0
+        assert set(measured["total"]) == {"redis_cpu_s", "background_cpu_s", "raw_us_per_task", "us_per_task"}
