@@ -49,7 +49,6 @@ KEDA = ("keda.sh/v1alpha1", "ScaledObject")
 PENDING_SETTINGS = {
     "TASKBROKER_REDIS_SENTINELS",  # redis-ha
     "TASKBROKER_REDIS_MASTER",  # redis-ha
-    "TASKBROKER_REDIS_SENTINEL_PASSWORD",  # redis-ha
     "TASKBROKER_REDIS_MIN_REPLICAS",  # redis-ha
     "TASKBROKER_QUEUE_TYPE",  # rabbit-ha
 }
