@@ -211,6 +211,21 @@ def test_every_variable_is_a_taskbroker_setting_or_used_by_the_command_line(rend
         assert referenced <= set(environment), f"{where}: arguments use unset {referenced - set(environment)}"
 
 
+def test_every_setting_the_pods_are_given_is_valid(rendering: Rendering) -> None:
+    """Their values parse as the processes will parse them (the admin token file is not here:
+    test_the_base_admin_token_makes_the_api_refuse_to_start reads it)."""
+    for deployment, container in rendering.containers():
+        values = {
+            name.removeprefix("TASKBROKER_").lower(): value
+            for name, value in rendering.environment(container).items()
+            if name in SETTINGS and name != "TASKBROKER_ADMIN_TOKEN_FILE" and value is not None
+        }
+        try:
+            Settings.model_validate(values)
+        except ValidationError as exc:
+            pytest.fail(f"{rendering.name}: {deployment['metadata']['name']}: {exc}")
+
+
 def test_every_referenced_object_is_rendered(rendering: Rendering) -> None:
     for deployment, spec in rendering.pod_specs():
         name = deployment["metadata"]["name"]
