@@ -343,7 +343,7 @@ def test_an_overlay_that_replaces_the_secrets_from_files_reaches_the_pods(tmp_pa
     [api] = [c for _, c in site_render.containers() if c["args"][0] == "api"]
     assert site_render.environment(api)["TASKBROKER_AMQP_URL"] == "amqp://u:p@rabbit-a:5672/%2F"
     [deployment] = [d for d, c in site_render.containers() if c is api]
-    [volume] = deployment["spec"]["template"]["spec"]["volumes"]
+    [volume] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "admin-token"]
     assert site_render.source_data("Secret", volume["secret"]["secretName"]) == {"admin-token": token}
 
 
