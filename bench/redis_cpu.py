@@ -100,6 +100,12 @@ def _gone(prefix: str, ids: list[str]) -> bool:
         client.close()
 
 
+def _steady(before: float, after: float) -> bool:
+    """The idle rates before and after the run within a factor of 2 of each other."""
+    low, high = sorted((before, after))
+    return high <= 2 * low + 0.001
+
+
 def measure(ours: Ours, tasks: int, mode: str, idle_seconds: float) -> dict[str, Any]:
     progress(f"{mode}: idle window of {idle_seconds:.0f} s")
     idle_before = idle_rate(idle_seconds)
@@ -126,6 +132,9 @@ def measure(ours: Ours, tasks: int, mode: str, idle_seconds: float) -> dict[str,
             "before": round(idle_before["total"], 4),
             "after": round(idle_after["total"], 4),
         },
+        # Other clients of a shared Redis changed their load during the run: the subtracted
+        # background is a guess, and the figures mean little.
+        "background_steady": _steady(idle_before["total"], idle_after["total"]),
     }
     for counter in ("total", "main_thread"):
         used = after[counter] - before[counter]

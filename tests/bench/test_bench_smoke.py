@@ -65,4 +65,5 @@ def test_redis_cpu_measure_runs_every_mode_to_the_end_of_each_task_life(tmp_path
         assert measured["tasks"] == 200
         assert measured["expired_seconds"] >= measured["complete_seconds"]
         assert measured["total"]["redis_cpu_s"] > 0
+        assert isinstance(measured["background_steady"], bool)
         assert set(measured["total"]) == {"redis_cpu_s", "background_cpu_s", "raw_us_per_task", "us_per_task"}
