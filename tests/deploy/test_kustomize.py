@@ -69,10 +69,11 @@ def rendering(request: pytest.FixtureRequest) -> Rendering:
 
 
 def validate(obj: Obj) -> None:
-    """Raise ValidationError unless ``obj`` is a valid object of its kind (unknown fields too)."""
+    """Raise ValidationError unless ``obj`` is a valid object of its kind: no unknown field, and
+    strictly typed (a port as "8000" is refused, as the API server refuses it)."""
     model = MODELS.get((obj["apiVersion"], obj["kind"]))
     assert model is not None, f"no model for {obj['apiVersion']} {obj['kind']}: add it to MODELS"
-    model.model_validate(obj)
+    model.model_validate(obj, strict=True)
 
 
 def test_every_object_is_valid_for_the_kubernetes_api(rendering: Rendering) -> None:
@@ -91,7 +92,7 @@ def test_a_misspelled_or_mistyped_field_is_rejected() -> None:
     with pytest.raises(ValidationError, match="replica"):
         validate(misspelled)
     containers = deployment["spec"]["template"]["spec"]["containers"]
-    mistyped = {**containers[0], "ports": [{"containerPort": "eight thousand"}]}
+    mistyped = {**containers[0], "ports": [{"containerPort": "8000"}]}
     spec = {**deployment["spec"]["template"]["spec"], "containers": [mistyped]}
     template = {**deployment["spec"]["template"], "spec": spec}
     with pytest.raises(ValidationError, match="containerPort"):
