@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from pydantic import BaseModel, ValidationError
 
@@ -371,3 +372,25 @@ def test_the_image_the_manifests_run_copies_every_process_folder() -> None:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
     linked = {p.name for p in (ROOT / "taskbroker").iterdir() if p.is_symlink()}
     assert linked <= copied, f"the image lacks {sorted(linked - copied)}"
+
+
+KUSTOMIZE_2_FIELDS = {
+    "apiVersion", "kind", "namespace", "namePrefix", "nameSuffix", "commonLabels",
+    "commonAnnotations", "resources", "bases", "configMapGenerator", "secretGenerator",
+    "generatorOptions", "patchesStrategicMerge", "patchesJson6902", "images", "vars",
+    "configurations", "crds",
+}  # fmt: skip
+"""What kustomize 2.0 (kubectl 1.20, Debian's kubernetes-client, which .ci/run installs where
+kubectl is missing) reads: it refuses `labels`, inline `patches`, components, replacements."""
+
+
+@pytest.mark.parametrize(
+    "kustomization",
+    sorted(DEPLOY.rglob("kustomization.yaml")),
+    ids=lambda p: str(p.parent.relative_to(DEPLOY)),
+)
+def test_every_kustomization_renders_with_kustomize_2_too(kustomization: Path) -> None:
+    fields = set(yaml.safe_load(kustomization.read_text()))
+    assert fields <= KUSTOMIZE_2_FIELDS, f"kustomize 2.0 refuses {sorted(fields - KUSTOMIZE_2_FIELDS)}"
+    for patch in yaml.safe_load(kustomization.read_text()).get("patchesJson6902") or []:
+        assert "path" in patch, "kustomize 2.0 reads a JSON patch from a file only"
