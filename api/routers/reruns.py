@@ -65,7 +65,8 @@ async def retry_task(
 ) -> Task:
     """Re-run a failed, timed-out or aborted task that is still retained: pending again (or
     delayed, with ``delay`` or ``not_before``), its attempts counting on; 409 for a live or
-    complete task."""
+    complete task. Answered once its message is confirmed, with the task as it is then (a
+    consumer may have started it already)."""
     store = context.store
     require_visible(principal, await store.get(task_id))
     now = utcnow()
