@@ -13,14 +13,15 @@ import asyncio
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from taskbroker.backends import redis_client
 from taskbroker.models import SchedulerDefinition, TaskState, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask, TaskStore
 
-SHORT = {"function": "taskbroker.runtimes.builtin:fail"}
-LONG = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"payload": "x" * 150}}
+SHORT: dict[str, Any] = {"function": "taskbroker.runtimes.builtin:fail"}
+LONG: dict[str, Any] = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"payload": "x" * 150}}
 SHORT_ERROR = "ValueError: boom"
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -30,7 +31,7 @@ TRACEBACK = (
 """About 1 KiB: a real traceback is often longer; the hash grows by its length."""
 
 
-async def _fail_all(store: TaskStore, attributes: dict[str, object], error: str, tasks: int) -> list[str]:
+async def _fail_all(store: TaskStore, attributes: dict[str, Any], error: str, tasks: int) -> list[str]:
     ids: list[str] = []
     timeout = utcnow() + timedelta(hours=1)
     for start in range(0, tasks, 1000):
