@@ -78,6 +78,10 @@ def check_rerun(outcome: Rerun) -> None:
     TaskNotRetryable unless it was re-run."""
     if outcome.outcome == "gone":
         raise task_not_found(outcome.id)
+    if outcome.outcome == "unscheduled":
+        raise TaskNotRetryable(
+            f"task {outcome.id} cannot be retried: its scheduler {outcome.scheduler!r} was deleted"
+        )
     if not outcome.retried:
         raise TaskNotRetryable(
             f"task {outcome.id} is {outcome.state}: only a failed, timed-out or aborted task can "

@@ -9,8 +9,11 @@ bench/results/history.md). Indexes: ``{prefix}:deadlines`` (sorted set of live t
 timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry), ``{prefix}:unclaimed``
 (pending tasks by when their message is published again unless a consumer claims them first:
 reconciliation, which the timeout daemon runs),
-``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers`` (hash
-of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks), ``{prefix}:delayed`` (delayed
+tasks by not_before) and ``{prefix}:schedulers`` (hash of definitions). A final task is a hash
+with a TTL (TASKBROKER_FAILED_RETENTION for failed and timed-out ones, TASKBROKER_RETENTION for
+the others), listed in ``{prefix}:final:{scheduler}:{state}`` (by finish time in ms, trimmed to
+the retention as tasks finish: GET /tasks?state=failed, the bulk retry).
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).
@@ -770,8 +773,8 @@ class Rerun:
 
     id: str
     outcome: str
-    """``retried``; ``kept`` (live or complete: left as it was); ``gone`` (not stored, or
-    another token's)."""
+    """``retried``; ``kept`` (live or complete: left as it was); ``unscheduled`` (its scheduler
+    was deleted); ``gone`` (not stored, or another token's)."""
     state: str
     """Its state now ("" when gone): pending or delayed when retried."""
     scheduler: str

@@ -161,11 +161,15 @@ end
 -- Its attempts go on counting; `rerun_attempts` marks where the consumer-crash limit
 -- (TASKBROKER_MAX_ATTEMPTS, in claim) starts counting again. The final-state fields and the
 -- retention TTL go; it leaves the final index and a webhook delivery still due for its old
--- final state (its next final state sends one). Returns the new state, or false if the task
--- was not in a state that may be retried (the caller reads the state to say why).
+-- final state (its next final state sends one). Returns the new state; or false and 'kept' if
+-- the task is not in a state that may be retried (the caller reads the state to say why), false
+-- and 'unscheduled' if its scheduler was deleted since (no queue would take its message).
 local function rerun(task, now, timeout, not_before)
   if task.state ~= 'failed' and task.state ~= 'timeout' and task.state ~= 'aborted' then
-    return false
+    return false, 'kept'
+  end
+  if redis.call('HEXISTS', prefix .. ':schedulers', task.scheduler) == 0 then
+    return false, 'unscheduled'
   end
   local key = task_key(task.id)
   redis.call('ZREM', final_key(task.scheduler, task.state), task.id)

@@ -3,8 +3,8 @@
 -- prelude. A task another client scheduled is answered as if it were gone (owner rules of abort).
 -- ARGV: prefix, now, timeout (epoch seconds), not_before (epoch seconds or ''), owner (or '' for
 -- any), id...
--- Reply: per id, flat: id, outcome ('retried', 'kept' or 'gone'), state (the new one, or the one
--- kept), scheduler, priority.
+-- Reply: per id, flat: id, outcome ('retried', 'kept', 'unscheduled' or 'gone'), state (the new
+-- one, or the one kept), scheduler, priority.
 local now, timeout, not_before, owner = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {}
 for i = 6, #ARGV do
@@ -13,8 +13,9 @@ for i = 6, #ARGV do
   local outcome, state, scheduler, priority = 'gone', '', '', '0'
   if task and (owner == '' or task.owner == owner) then
     scheduler = task.scheduler
-    state = rerun(task, now, timeout, not_before)
-    outcome = state and 'retried' or 'kept'
+    local why
+    state, why = rerun(task, now, timeout, not_before)
+    outcome = state and 'retried' or why
     state = state or task.state
     priority = redis.call('HGET', task_key(id), 'priority') or '0'
   end

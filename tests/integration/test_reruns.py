@@ -466,3 +466,19 @@ async def test_failed_and_timed_out_tasks_are_kept_for_the_failed_retention_the_
         assert retention < ttls[state] <= failed_retention, state
     for state in ("complete", "aborted"):
         assert 0 < ttls[state] <= retention, state
+
+
+async def test_a_task_whose_scheduler_was_deleted_is_not_retried_and_no_longer_listed(
+    real: Backends, admin: Caller
+) -> None:
+    task = await admin.schedule(OTHER)
+    assert (await admin.http.delete(f"/scheduler/{OTHER}", params={"force": "true"})).status_code == 204
+
+    response = await admin.http.post(f"/task/{task['id']}/retry")
+
+    assert response.status_code == 409
+    assert "deleted" in response.json()["detail"]
+    assert (await admin.http.get(f"/task/{task['id']}")).json()["state"] == "aborted"
+    listed = (await admin.http.get("/tasks", params={"state": "aborted", "scheduler": OTHER})).json()
+    assert listed["tasks"] == []
+    assert await real.store.redis.exists(f"{real.store.key_prefix}:final:{OTHER}:aborted") == 0
