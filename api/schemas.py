@@ -142,7 +142,7 @@ class CreatedToken(TokenRecord):
 MAX_BULK = 10_000
 MAX_SECONDS = 100 * 365 * 24 * 3600
 """A century: the longest duration the API takes (taskbroker.models.LATEST leaves room for it)."""
-Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(strict=True, ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class RetryOptions(BaseModel):

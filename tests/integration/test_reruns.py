@@ -20,6 +20,7 @@ from taskbroker.api.app import create_app
 from taskbroker.backends import Backends
 from taskbroker.models import TaskState
 from taskbroker.settings import Settings
+from taskbroker.store import TaskStore
 from tests.support.inprocess import Api, running_consumer
 
 SCHEDULER = "rerun"
@@ -203,6 +204,7 @@ async def test_a_retry_with_a_new_timeout_keeps_it(real: Backends, admin: Caller
     [
         {"delay": 10, "not_before": "2099-01-01T00:00:00Z"},
         {"delay": -1},
+        {"delay": True},
         {"delay": 7200, "timeout": "2099-01-01T00:00:00Z"},
         {"not_before": "2099-01-01T00:00:00Z"},
         {"timeout": "2001-01-01T00:00:00Z"},
@@ -363,7 +365,17 @@ async def test_bulk_retry_with_older_than_leaves_recent_failures(real: Backends,
 
 @pytest.mark.parametrize(
     "body",
-    [{"limit": 0}, {"limit": 10_001}, {"state": "complete"}, {"older_than": -1}, {"scheduler": "no such!"}],
+    [
+        {"limit": 0},
+        {"limit": 10_001},
+        {"limit": "5"},
+        {"state": "complete"},
+        {"older_than": -1},
+        {"older_than": False},
+        {"older_than": "60"},
+        {"scheduler": "no such!"},
+        {"unknown": 1},
+    ],
 )
 async def test_a_bulk_filter_out_of_range_is_a_422(admin: Caller, body: dict[str, Any]) -> None:
     for path in ("/tasks/abort", "/tasks/retry"):
@@ -482,3 +494,37 @@ async def test_a_task_whose_scheduler_was_deleted_is_not_retried_and_no_longer_l
     listed = (await admin.http.get("/tasks", params={"state": "aborted", "scheduler": OTHER})).json()
     assert listed["tasks"] == []
     assert await real.store.redis.exists(f"{real.store.key_prefix}:final:{OTHER}:aborted") == 0
+
+
+async def test_the_final_index_is_trimmed_to_the_retention_as_tasks_finish(
+    settings: Settings, real: Backends, admin: Caller
+) -> None:
+    store = TaskStore(
+        real.store.redis, real.store.key_prefix, settings.retention, failed_retention=timedelta(seconds=60)
+    )
+    first = await admin.schedule()
+    soon = _past_default_timeout()
+    assert len(await store.expire_due(limit=10, now=soon)) == 1
+    index = f"{real.store.key_prefix}:final:{SCHEDULER}:timeout"
+    assert await real.store.redis.zscore(index, first["id"]) is not None
+
+    second = await admin.schedule()
+    assert len(await store.expire_due(limit=10, now=soon + 61)) == 1
+
+    assert await real.store.redis.zscore(index, first["id"]) is None
+    assert await real.store.redis.zscore(index, second["id"]) is not None
+
+
+async def test_retry_and_final_listing_work_on_the_embedded_backends_too(api: Api) -> None:
+    await api.register(SCHEDULER)
+    task = await api.schedule(SCHEDULER, ECHO)
+    assert (await api.http.post(f"/task/{task['id']}/abort")).status_code == 200
+    listed = (await api.http.get("/tasks", params={"state": "aborted"})).json()["tasks"]
+    assert [t["id"] for t in listed] == [task["id"]]
+
+    retried = await api.http.post(f"/task/{task['id']}/retry", json={"delay": 60})
+
+    assert retried.json()["state"] == "delayed"
+    assert (await api.http.get("/tasks", params={"state": "aborted"})).json()["tasks"] == []
+    bulk = await api.http.post("/tasks/abort", json={"state": "delayed"})
+    assert bulk.json()["ids"] == [task["id"]]
