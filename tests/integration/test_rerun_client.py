@@ -18,6 +18,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.support.inprocess import running_consumer
 from tests.support.live_api import LiveApi, live_api
 from tests.support.processes import taskbroker_command
+from tests.support.waiting import eventually
 
 FAIL = {"function": "taskbroker.runtimes.builtin:fail", "kwargs": {"message": "boom"}}
 ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"v": 1}}
@@ -110,3 +111,23 @@ async def test_the_cli_aborts_lists_and_retries_tasks(live: LiveApi, admin: Asyn
     code, out, errors = await _cli(live, "task", "retry", str(task.id))
     assert code == 1
     assert "pending" in errors
+
+
+async def test_wait_on_a_retried_task_waits_for_its_next_final_state_not_the_replayed_one(
+    live: LiveApi, admin: AsyncClient
+) -> None:
+    task = await admin.schedule("alpha", ECHO)
+    await admin.abort(task.id)
+    await admin.retry(task.id, delay=3600)  # live again (delayed), its old `aborted` event stays
+    waiting = asyncio.create_task(admin.wait(task.id, timeout=60))
+    await eventually(lambda: _listening(live), what="wait() to open the event stream")
+
+    await admin.abort_many("alpha", "delayed")
+
+    done = await waiting
+    assert done.state is TaskState.ABORTED
+    assert done.attempts == 0
+
+
+async def _listening(live: LiveApi) -> bool:
+    return live.hub.listeners > 0
