@@ -2,11 +2,14 @@
 
 The owner rules are abort's (api.auth): a client re-runs only the tasks it scheduled (another's
 is the 404 of a task that does not exist), every token only those of its schedulers; a bulk
-change by a client touches its own tasks only, an admin's any. Workers do neither.
+change by a client touches its own tasks only, an admin's any. Workers do neither. A re-run
+counts against the token's scheduling rate limit as a new task does (a bulk retry is refused
+once the budget is used up, and charged what it re-ran after), so re-running is no way around it.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -16,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from taskbroker.api.auth import Scheduling, require_scheduler, require_visible
 from taskbroker.api.dependencies import SchedulingContextDep
 from taskbroker.api.json_body import JsonBodyRoute
+from taskbroker.api.limits import enforce_rate_limit
 from taskbroker.api.routers.tasks import ERRORS
 from taskbroker.api.schemas import (
     BODY_ERRORS,
@@ -71,6 +75,7 @@ async def retry_task(
     require_visible(principal, await store.get(task_id))
     now = utcnow()
     timeout, not_before = _times(body or RetryRequest(), context.settings, now)
+    await enforce_rate_limit(context.rate_windows, context.settings, principal.token_id, 1)
     done = await rerun(
         [str(task_id)],
         store=store,
@@ -122,6 +127,7 @@ async def retry_tasks(
     timeout, not_before = _times(body, context.settings, now)
     state = TaskState(body.state) if body.state else None
     selection = await _selection(body, state, principal, context.store)
+    await enforce_rate_limit(context.rate_windows, context.settings, principal.token_id, 1)
     done = await rerun_matching(
         selection,
         store=context.store,
@@ -131,6 +137,8 @@ async def retry_tasks(
         expires=timeout,
         not_before=not_before,
     )
+    if context.settings.schedule_rate_limit and len(done.reruns) > 1:
+        await context.rate_windows.add(principal.token_id, int(time.time() // 60), len(done.reruns) - 1)
     return BulkChange(
         changed=len(done.reruns), ids=[UUID(r.id) for r in done.reruns], published=done.published
     )

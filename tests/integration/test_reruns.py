@@ -21,6 +21,7 @@ from taskbroker.backends import Backends
 from taskbroker.models import TaskState
 from taskbroker.settings import Settings
 from taskbroker.store import TaskStore
+from tests.conftest import ADMIN_TOKEN
 from tests.support.inprocess import Api, running_consumer
 
 SCHEDULER = "rerun"
@@ -528,3 +529,24 @@ async def test_retry_and_final_listing_work_on_the_embedded_backends_too(api: Ap
     assert (await api.http.get("/tasks", params={"state": "aborted"})).json()["tasks"] == []
     bulk = await api.http.post("/tasks/abort", json={"state": "delayed"})
     assert bulk.json()["ids"] == [task["id"]]
+
+
+async def test_re_running_counts_against_the_scheduling_rate_limit(
+    settings: Settings, real: Backends
+) -> None:
+    limited = settings.model_copy(update={"schedule_rate_limit": 4})
+    app = create_app(limited, real, owns_backends=False)
+    admin = Caller(app, ADMIN_TOKEN)
+    assert (await admin.http.post("/scheduler", json={"name": SCHEDULER})).status_code == 201
+    client = await _client(app, admin, "limited")
+    tasks = [await client.schedule() for _ in range(3)]  # 3 of 4
+    assert (await client.http.post("/tasks/abort", json={})).json()["changed"] == 3
+
+    assert (await client.http.post("/tasks/retry", json={})).json()["changed"] == 3  # 4 of 4, then 6
+    refused = await client.http.post(f"/task/{tasks[0]['id']}/retry")
+    refused_bulk = await client.http.post("/tasks/retry", json={})
+
+    assert refused.status_code == 429
+    assert refused_bulk.status_code == 429
+    for caller in (admin, client):
+        await caller.http.aclose()
