@@ -1,4 +1,5 @@
-"""The task commands, over the API: schedule, task, schedulers and `tasks watch`."""
+"""The task commands, over the API: schedule, task (and `task retry`), schedulers, and `tasks`
+watch|list|abort|retry."""
 
 from __future__ import annotations
 
@@ -242,12 +243,21 @@ def tasks_retry(
     older_than: OlderThan = None,
     limit: BulkLimit = 1000,
     delay: Annotated[float | None, typer.Option(min=0, help="Seconds they wait (delayed) first.")] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="Publish them at this time (ISO-8601 with timezone), not before.")
+    ] = None,
     timeout: Annotated[str | None, typer.Option(help="Their new expiry (ISO-8601 with timezone).")] = None,
 ) -> None:
     """Re-run many retained failed, timed-out or aborted tasks at once (a client token: its own
     only), newest first; prints what changed."""
     with api_client(url, token) as client:
         answer = client.retry_many(
-            scheduler, state, older_than=older_than, limit=limit, delay=delay, timeout=timeout
+            scheduler,
+            state,
+            older_than=older_than,
+            limit=limit,
+            delay=delay,
+            not_before=not_before,
+            timeout=timeout,
         )
     print_json(answer.model_dump(mode="json"))
