@@ -27,6 +27,7 @@ from taskbroker.errors import (
     TaskbrokerError,
     TaskExists,
     TaskNotFound,
+    TaskNotRetryable,
     UnknownScheduler,
 )
 from taskbroker.logs import redact_text
@@ -39,6 +40,7 @@ STATUS_OF: dict[type[Exception], int] = {
     SchedulerConflict: 409,
     SchedulerBusy: 409,
     TaskAlreadyFinished: 409,
+    TaskNotRetryable: 409,
     ScheduleNotFound: 404,
     ScheduleNameTaken: 409,
     TaskExists: 409,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,3 +137,90 @@ class TokenRequest(BaseModel):
 
 class CreatedToken(TokenRecord):
     token: str = Field(description="The token itself. Shown this once only: store it now.")
+
+
+MAX_BULK = 10_000
+MAX_SECONDS = 100 * 365 * 24 * 3600
+"""A century: the longest duration the API takes (taskbroker.models.LATEST leaves room for it)."""
+Seconds = Annotated[float, Field(strict=True, ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+
+
+class RetryOptions(BaseModel):
+    """How a task is re-run: at once (pending), or delayed by ``delay`` or until ``not_before``."""
+
+    timeout: AwareDatetime | None = Field(
+        default=None,
+        description="The re-run task's new expiry (ISO-8601 with a timezone). Default: "
+        "TASKBROKER_DEFAULT_TIMEOUT from now.",
+    )
+    delay: Seconds | None = Field(
+        default=None, description="Seconds to wait before the task is published again (state delayed)."
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None, description="Publish the task again at this time, not before (state delayed)."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= utcnow():
+            raise ValueError("timeout is in the past: give a time after now")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_wait(self) -> RetryOptions:
+        if self.delay is not None and self.not_before is not None:
+            raise ValueError("give delay or not_before, not both")
+        return self
+
+
+class RetryRequest(RetryOptions):
+    """What `POST /task/{id}/retry` takes (the body is optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSelection(BaseModel):
+    """Which tasks a bulk change touches; a client's own only, whatever it asks."""
+
+    scheduler: SchedulerName | None = Field(
+        default=None, description="Only this scheduler's tasks. Default: every scheduler the token may use."
+    )
+    older_than: Seconds = Field(
+        default=0,
+        description="Only tasks at least this many seconds old: since they were created (abort) or "
+        "finished (retry).",
+    )
+    limit: int = Field(default=1000, strict=True, ge=1, le=MAX_BULK, description="Most tasks changed.")
+
+
+class AbortSelection(TaskSelection):
+    """What `POST /tasks/abort` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["pending", "running", "delayed"] | None = Field(
+        default=None, description="Only live tasks in this state. Default: every live state."
+    )
+
+
+class RetrySelection(TaskSelection, RetryOptions):
+    """What `POST /tasks/retry` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["failed", "timeout", "aborted"] | None = Field(
+        default=None, description="Only retained tasks that ended so. Default: failed, timeout and aborted."
+    )
+
+
+class BulkChange(BaseModel):
+    """What a bulk change did."""
+
+    changed: int = Field(description="How many tasks were changed.")
+    ids: list[UUID] = Field(description="Their ids.")
+    published: bool = Field(
+        default=True,
+        description="Of a retry: every re-run pending task's message was confirmed by RabbitMQ. If "
+        "false, they are published again by reconciliation (TASKBROKER_REPUBLISH_AFTER).",
+    )

@@ -45,6 +45,7 @@ class Backends:
             settings.retention,
             events_max_length=settings.events_max_length,
             republish_after=settings.republish_after,
+            failed_retention=settings.failed_retention,
         )
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return cls(

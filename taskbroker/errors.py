@@ -90,3 +90,7 @@ class IncompatibleLibrary(TaskbrokerError):
         )
         self.library = library
         self.version = version
+
+
+class TaskNotRetryable(TaskbrokerError):
+    """Only a failed, timed-out or aborted task can be re-run by hand: this one is live or complete."""

@@ -29,15 +29,17 @@ LAST = (ID_PART_MAX, ID_PART_MAX)
 
 class EventKind(enum.StrEnum):
     """A task's state after the change, or ``requeued``: its consumer was lost and it is pending
-    again, to run once more."""
+    again, to run once more; or ``retried``: a final task was re-run by hand and is pending."""
 
     PENDING = "pending"
     RUNNING = "running"
+    DELAYED = "delayed"
     COMPLETE = "complete"
     FAILED = "failed"
     ABORTED = "aborted"
     TIMEOUT = "timeout"
     REQUEUED = "requeued"
+    RETRIED = "retried"
 
     @property
     def is_final(self) -> bool:
@@ -59,6 +61,12 @@ class TaskEvent(BaseModel):
     attempt: int
     at: datetime
     owner: str | None = Field(default=None, description="Id of the token that scheduled the task.")
+    reason: str | None = Field(
+        default=None, description="Of a `delayed` event: why (`delay`, `retry` or `manual`)."
+    )
+    not_before: datetime | None = Field(
+        default=None, description="Of a `delayed` event: when the task is published."
+    )
 
 
 class InvalidEventId(TaskbrokerError, ValueError):

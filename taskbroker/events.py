@@ -32,7 +32,13 @@ def event_from_entry(entry_id: str, fields: dict[str, str]) -> TaskEvent:
         attempt=int(fields.get("attempt") or 0),
         at=datetime.fromtimestamp(float(fields["at"]), UTC),
         owner=fields.get("owner") or None,
+        reason=fields.get("reason") or None,
+        not_before=_from_epoch(fields.get("not_before")),
     )
+
+
+def _from_epoch(value: str | None) -> datetime | None:
+    return None if not value else datetime.fromtimestamp(float(value), UTC)
 
 
 @dataclass(frozen=True, slots=True)

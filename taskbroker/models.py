@@ -28,6 +28,8 @@ UnicodeText = Annotated[str, AfterValidator(_unicode)]
 class TaskState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    DELAYED = "delayed"
+    """Live, waiting for its ``not_before``; the timeout daemon makes it pending when due."""
     COMPLETE = "complete"
     FAILED = "failed"
     ABORTED = "aborted"
@@ -35,10 +37,13 @@ class TaskState(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (TaskState.PENDING, TaskState.RUNNING)
+        return self not in LIVE_STATES
 
 
-LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING)
+LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.DELAYED)
+FINAL_STATES = (TaskState.COMPLETE, TaskState.FAILED, TaskState.ABORTED, TaskState.TIMEOUT)
+RETRYABLE_STATES = (TaskState.FAILED, TaskState.TIMEOUT, TaskState.ABORTED)
+"""The final states a task may be re-run from by hand (POST /task/{id}/retry)."""
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,6 +101,8 @@ class Task(BaseModel):
     """The idempotency key it was scheduled with: no second live task of its scheduler has it."""
     callback_url: str | None = None
     """Where its final state is POSTed (docs/api.md, "Webhooks")."""
+    not_before: datetime | None = None
+    """A delayed task is not published before this time."""
 
 
 class SchedulerDefinition(BaseModel):

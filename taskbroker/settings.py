@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="taskbroker", pattern=KEY_PREFIX_PATTERN)
     default_timeout: timedelta = timedelta(hours=6)
     retention: timedelta = timedelta(hours=1)
+    failed_retention: timedelta = Field(
+        default=timedelta(days=7),
+        description="How long failed and timed-out tasks are kept (completed and aborted ones: "
+        "retention), so that an operator can find and re-run them.",
+    )
     lease: float = Field(
         default=30.0, gt=0, description="Seconds a consumer's claim on a task lasts without a heartbeat."
     )
@@ -163,7 +168,9 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("default_timeout", "retention", "max_timeout", "schedule_grace", mode="before")
+    @field_validator(
+        "default_timeout", "retention", "failed_retention", "max_timeout", "schedule_grace", mode="before"
+    )
     @classmethod
     def _seconds(cls, value: object) -> object:
         """Environment variables are text: "600" means seconds, as an ISO-8601 "PT10M" would."""
@@ -171,14 +178,14 @@ class Settings(BaseSettings):
             return float(value)
         return value
 
-    @field_validator("default_timeout", "retention", "max_timeout")
+    @field_validator("default_timeout", "retention", "failed_retention", "max_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("default_timeout", "retention", "max_timeout", "schedule_grace")
+    @field_validator("default_timeout", "retention", "failed_retention", "max_timeout", "schedule_grace")
     @classmethod
     def _at_most_a_century(cls, value: timedelta) -> timedelta:
         """Added to request date-times, which the API bounds so that a century cannot overflow

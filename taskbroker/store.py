@@ -9,8 +9,11 @@ bench/results/history.md). Indexes: ``{prefix}:deadlines`` (sorted set of live t
 timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry), ``{prefix}:unclaimed``
 (pending tasks by when their message is published again unless a consumer claims them first:
 reconciliation, which the timeout daemon runs),
-``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers`` (hash
-of definitions). Only live tasks are indexed; a final task is a lone hash with a TTL.
+``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks), ``{prefix}:delayed`` (delayed
+tasks by not_before) and ``{prefix}:schedulers`` (hash of definitions). A final task is a hash
+with a TTL (TASKBROKER_FAILED_RETENTION for failed and timed-out ones, TASKBROKER_RETENTION for
+the others), listed in ``{prefix}:final:{scheduler}:{state}`` (by finish time in ms, trimmed to
+the retention as tasks finish: GET /tasks?state=failed, the bulk retry).
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).
@@ -67,12 +70,18 @@ def redis_call(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def load_script(name: str, events_max_length: int = 100_000, republish_after: float = 120.0) -> str:
+def load_script(
+    name: str,
+    events_max_length: int = 100_000,
+    republish_after: float = 120.0,
+    failed_retention: timedelta = timedelta(days=7),
+) -> str:
     lua = resources.files("taskbroker") / "lua"
     # Constants in the script text, not arguments: every script keeps its ARGV layout.
     settings = (
         f"local events_max_length = {int(events_max_length)}\n"
         f"local republish_after = {float(republish_after)!r}\n"
+        f"local failed_retention_ms = {_ms(failed_retention)}\n"
     )
     return settings + (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
@@ -171,6 +180,7 @@ def task_from_record(record: dict[str, str]) -> Task:
         priority=int(record.get("priority") or 0),
         key=record.get("key") or None,
         callback_url=record.get("callback_url") or None,
+        not_before=_from_epoch(record.get("not_before")),
     )
 
 
@@ -193,13 +203,18 @@ class TaskStore:
         *,
         events_max_length: int = 100_000,
         republish_after: float = 120.0,
+        failed_retention: timedelta | None = None,
     ) -> None:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
+        self._failed_retention = retention if failed_retention is None else failed_retention
+        """How long failed and timed-out tasks are kept (completed and aborted: ``retention``)."""
         self._script_calls = ScriptCalls(client)
         self._scripts = {
-            name: client.register_script(load_script(name, events_max_length, republish_after))
+            name: client.register_script(
+                load_script(name, events_max_length, republish_after, self._failed_retention)
+            )
             for name in (
                 "create",
                 "claim",
@@ -217,6 +232,8 @@ class TaskStore:
                 "unclaimed",
                 "republished",
                 "read",
+                "retry",
+                "abort_many",
             )
         }
 
@@ -569,6 +586,166 @@ class TaskStore:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    # Re-running and bulk changes by an operator (docs/rerunning.md)
+
+    @redis_call
+    async def retry(
+        self,
+        task_ids: Sequence[str],
+        *,
+        now: datetime,
+        expires: datetime,
+        not_before: datetime | None = None,
+        owner: str = "",
+    ) -> list[Rerun]:
+        """Re-run failed, timed-out and aborted tasks, in one atomic step: each goes back to
+        pending (due for reconciliation's republish, so the caller's publish may fail) or, with
+        ``not_before``, to delayed; either way expiring at ``expires`` (its new timeout).
+        ``owner`` ("": any) leaves other tokens' tasks alone, answered as gone. The caller
+        publishes the pending ones."""
+        if not task_ids:
+            return []
+        flat: list[str] = await self._run(
+            "retry",
+            _epoch(now),
+            _epoch(expires),
+            "" if not_before is None else _epoch(not_before),
+            owner,
+            *task_ids,
+        )
+        return [
+            Rerun(flat[i], flat[i + 1], flat[i + 2], flat[i + 3], int(flat[i + 4] or 0))
+            for i in range(0, len(flat), 5)
+        ]
+
+    @redis_call
+    async def abort_many(
+        self,
+        task_ids: Sequence[str],
+        *,
+        now: datetime,
+        limit: int,
+        owner: str = "",
+        state: TaskState | None = None,
+        created_before: datetime | None = None,
+    ) -> list[str]:
+        """Abort, of ``task_ids``, at most ``limit`` live tasks matching the filter, in one atomic
+        step (``owner`` "": any token's). Returns the ids aborted."""
+        if not task_ids or limit < 1:
+            return []
+        aborted: list[str] = await self._run(
+            "abort_many",
+            _epoch(now),
+            self._retention_ms,
+            owner,
+            "" if state is None else state.value,
+            "" if created_before is None else _epoch(created_before),
+            limit,
+            *task_ids,
+        )
+        return aborted
+
+    async def live_ids(self, scheduler: str, *, batch: int) -> AsyncIterator[list[str]]:
+        """A scheduler's live task ids, a batch at a time (SSCAN: a task that starts or ends
+        meanwhile may be missed or repeated)."""
+        position = 0
+        while True:
+            try:
+                position, found = await self._redis.sscan(self._key("live", scheduler), position, count=batch)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+            if found:
+                yield [str(member) for member in found]
+            if int(position) == 0:
+                return
+
+    @redis_call
+    async def final_ids(
+        self,
+        scheduler: str,
+        state: TaskState,
+        *,
+        finished_before: datetime | None,
+        limit: int,
+        offset: int = 0,
+    ) -> list[str]:
+        """Up to ``limit`` ids of the scheduler's retained tasks in final ``state`` that finished
+        before ``finished_before`` (None: whenever), newest first, past the first ``offset``."""
+        found = await self._redis.zrange(
+            self._final_key(scheduler, state),
+            "+inf" if finished_before is None else _score_ms(finished_before),
+            "-inf",
+            desc=True,
+            byscore=True,
+            offset=offset,
+            num=limit,
+        )
+        return [str(member) for member in found]
+
+    @redis_call
+    async def list_final(
+        self, *, schedulers: Sequence[str], states: Sequence[TaskState], limit: int, cursor: str | None
+    ) -> TaskPage:
+        """A page of retained final tasks, newest first (by finish time), from the final indexes
+        of ``schedulers`` x ``states``, merged.
+
+        The cursor is ``"<finished_at in ms>:<skip>"``: the page starts at that finish time, past
+        the ``skip`` tasks that finished at that very millisecond and were listed already (a
+        timeout sweep finishes a whole batch at once). A task that finishes while a client pages
+        comes before its cursor and is not listed; one re-run meanwhile is left out. Index
+        entries whose task outlived its retention are dropped as they are met.
+        """
+        top, skip = _parse_cursor(cursor)
+        keys = [self._final_key(s, state) for s in schedulers for state in states]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrange(
+                key,
+                top if cursor else "+inf",
+                "-inf",
+                desc=True,
+                byscore=True,
+                withscores=True,
+                offset=0,
+                num=limit + skip,
+            )
+        found = await pipe.execute() if keys else []
+        # Within one index Redis orders equal scores by member (descending): keep that order,
+        # then the order of the keys, so that the merged order is the same from page to page.
+        merged = sorted(
+            (
+                (int(score), key, str(member))
+                for key, members in zip(keys, found, strict=True)
+                for member, score in members
+            ),
+            key=lambda entry: -entry[0],
+        )
+        if cursor:
+            merged = merged[sum(1 for entry in merged[:skip] if entry[0] == top) :]
+        page = merged[:limit]
+        next_cursor: str | None = None
+        more = len(merged) > limit or any(len(members) == limit + skip for members in found)
+        if more and page:
+            last = page[-1][0]
+            same = sum(1 for entry in page if entry[0] == last)
+            next_cursor = f"{last}:{same + (skip if cursor and last == top else 0)}"
+        records = await self._run("read", *(member for _, _, member in page)) if page else []
+        tasks: list[Task] = []
+        stale = self._redis.pipeline(transaction=False)
+        for (_, key, member), flat in zip(page, records, strict=True):
+            if not flat:
+                stale.zrem(key, member)
+                continue
+            task = task_from_record(record_fields(flat))
+            if task.state in states:
+                tasks.append(task)
+        if len(stale):
+            await stale.execute()
+        return TaskPage(tasks=tasks, next_cursor=next_cursor)
+
+    def _final_key(self, scheduler: str, state: TaskState) -> str:
+        return self._key("final", scheduler, state.value)
+
 
 def task_not_found(task_id: UUID | str) -> TaskNotFound:
     """The one answer for a task that cannot be read: the API gives it for a task the caller may
@@ -588,3 +765,26 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
     if not 0 <= parsed[0] < 2**64 or parsed[1] < 0:
         raise InvalidCursor(f"cursor {cursor!r} is not one this API returned")
     return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """What ``TaskStore.retry`` did with one task."""
+
+    id: str
+    outcome: str
+    """``retried``; ``kept`` (live or complete: left as it was); ``unscheduled`` (its scheduler
+    was deleted); ``gone`` (not stored, or another token's)."""
+    state: str
+    """Its state now ("" when gone): pending or delayed when retried."""
+    scheduler: str
+    priority: int
+
+    @property
+    def retried(self) -> bool:
+        return self.outcome == "retried"
+
+
+def _score_ms(value: datetime) -> int:
+    """A time as the final indexes score it: whole milliseconds since the epoch."""
+    return int(value.timestamp() * 1000)

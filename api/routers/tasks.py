@@ -185,19 +185,31 @@ async def list_tasks(
     store: StoreDep,
     scheduler: Annotated[str | None, Query(pattern=SCHEDULER_NAME_PATTERN)] = None,
     state: Annotated[
-        Literal["pending", "running"] | None, Query(description="Only live tasks are listed")
+        Literal["pending", "running", "delayed", "complete", "failed", "timeout", "aborted"] | None,
+        Query(
+            description="Without it, or with a live state: live tasks. With a final state: the "
+            "retained tasks that ended so, newest first."
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}(:[0-9]{1,9})?$")] = None,
 ) -> TaskPageResponse:
-    """A page of live tasks the caller may see (a client's own only). Pages may be short;
-    follow ``next_cursor`` until it is null."""
+    """A page of the tasks the caller may see (a client's own only): live ones, or with a final
+    ``state`` the retained ones that ended so. Pages may be short; follow ``next_cursor`` until
+    it is null (a cursor belongs to the listing it came from)."""
     if scheduler is not None:
         require_scheduler(principal, scheduler)
+    wanted = TaskState(state) if state else None
     try:
-        page = await store.list_live(
-            scheduler=scheduler, state=TaskState(state) if state else None, limit=limit, cursor=cursor
-        )
+        if wanted is not None and wanted.is_final:
+            schedulers = (
+                [scheduler]
+                if scheduler is not None
+                else [d.name for d in await store.list_schedulers() if principal.may_use(d.name)]
+            )
+            page = await store.list_final(schedulers=schedulers, states=[wanted], limit=limit, cursor=cursor)
+        else:
+            page = await store.list_live(scheduler=scheduler, state=wanted, limit=limit, cursor=cursor)
     except InvalidCursor as exc:
         raise RequestValidationError(
             [{"loc": ("query", "cursor"), "msg": str(exc), "type": "value_error"}]

@@ -3,8 +3,8 @@ packages (api, scheduler_worker, timeout_daemon, schedule_firer) to start them. 
 contract in pyproject.toml ([tool.importlinter]) keeps it that way.
 
 Commands by concern: servers (api, worker, timeout-daemon, schedule-firer, dev), tasks
-(schedule, task, schedulers, tasks watch), schedules, tokens. Listed here in the order --help
-shows them."""
+(schedule, task, task retry, schedulers, tasks watch|list|abort|retry), schedules, tokens. Listed
+here in the order --help shows them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The task commands, over the API: schedule, task, schedulers and `tasks watch`."""
+"""The task commands, over the API: schedule, task (and `task retry`), schedulers, and `tasks`
+watch|list|abort|retry."""
 
 from __future__ import annotations
 
@@ -90,13 +91,39 @@ def _schedule_many(
 
 
 def task(
-    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    what: Annotated[
+        str,
+        typer.Argument(metavar="ID | retry ID", help="A task id to print, or `retry` and the id to re-run."),
+    ],
+    task_id: Annotated[str | None, typer.Argument(metavar="[ID]", show_default=False)] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
+    delay: Annotated[
+        float | None, typer.Option(min=0, help="retry: seconds it waits (delayed) before it is published.")
+    ] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="retry: publish it at this time (ISO-8601 with timezone), not before.")
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(help="retry: its new expiry (ISO-8601 with timezone); default: the server's."),
+    ] = None,
 ) -> None:
-    """Print one task."""
+    """Print one task; `task retry ID` re-runs a failed, timed-out or aborted one and prints it."""
+    if what != "retry":
+        if task_id is not None or delay is not None or not_before is not None or timeout is not None:
+            err.print("[red]give one task id to print it, or `retry ID` to re-run it[/red]")
+            raise typer.Exit(2)
+        with api_client(url, token) as client:
+            print_json(client.get(what).model_dump(mode="json"))
+        return
+    if task_id is None:
+        err.print("[red]retry takes the id of the task to re-run: taskbroker task retry ID[/red]")
+        raise typer.Exit(2)
     with api_client(url, token) as client:
-        print_json(client.get(task_id).model_dump(mode="json"))
+        print_json(
+            client.retry(task_id, delay=delay, not_before=not_before, timeout=timeout).model_dump(mode="json")
+        )
 
 
 def schedulers(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
@@ -136,3 +163,101 @@ def tasks_watch(
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         return
+
+
+SchedulerFilter = Annotated[
+    str | None, typer.Option(help="Only this scheduler's tasks (default: every one the token may use).")
+]
+OlderThan = Annotated[
+    float | None,
+    typer.Option(min=0, help="Only tasks at least this many seconds old (created: abort; finished: retry)."),
+]
+BulkLimit = Annotated[int, typer.Option(min=1, max=10_000, help="Most tasks changed.")]
+
+
+@tasks_app.command("list")
+def tasks_list(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    scheduler: Annotated[str | None, typer.Option(help="Only this scheduler's tasks.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="pending, running or delayed (live tasks), or failed, timeout, aborted or "
+            "complete (retained final tasks, newest first). Default: live tasks."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most tasks printed.")] = 100,
+) -> None:
+    """List tasks as a table, following the API's pages."""
+    table = Table("id", "scheduler", "state", "attempts", "created", "finished", "error")
+    shown = 0
+    cursor: str | None = None
+    with api_client(url, token) as client:
+        while shown < limit:
+            page = client.tasks(scheduler, state, limit=min(limit - shown, 1000), cursor=cursor)
+            for t in page.tasks[: limit - shown]:
+                finished = "" if t.finished_at is None else t.finished_at.isoformat(timespec="seconds")
+                table.add_row(
+                    str(t.id),
+                    t.scheduler,
+                    t.state.value,
+                    str(t.attempts),
+                    t.created_at.isoformat(timespec="seconds"),
+                    finished,
+                    (t.error or "")[:60],
+                )
+                shown += 1
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    Console().print(table)
+
+
+@tasks_app.command("abort")
+def tasks_abort(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    scheduler: SchedulerFilter = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only tasks in this live state: pending, running or delayed.")
+    ] = None,
+    older_than: OlderThan = None,
+    limit: BulkLimit = 1000,
+) -> None:
+    """Abort many live tasks at once (a client token: its own only); prints what changed."""
+    with api_client(url, token) as client:
+        print_json(
+            client.abort_many(scheduler, state, older_than=older_than, limit=limit).model_dump(mode="json")
+        )
+
+
+@tasks_app.command("retry")
+def tasks_retry(
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    scheduler: SchedulerFilter = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only tasks that ended so: failed, timeout or aborted (default: any).")
+    ] = None,
+    older_than: OlderThan = None,
+    limit: BulkLimit = 1000,
+    delay: Annotated[float | None, typer.Option(min=0, help="Seconds they wait (delayed) first.")] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="Publish them at this time (ISO-8601 with timezone), not before.")
+    ] = None,
+    timeout: Annotated[str | None, typer.Option(help="Their new expiry (ISO-8601 with timezone).")] = None,
+) -> None:
+    """Re-run many retained failed, timed-out or aborted tasks at once (a client token: its own
+    only), newest first; prints what changed."""
+    with api_client(url, token) as client:
+        answer = client.retry_many(
+            scheduler,
+            state,
+            older_than=older_than,
+            limit=limit,
+            delay=delay,
+            not_before=not_before,
+            timeout=timeout,
+        )
+    print_json(answer.model_dump(mode="json"))

@@ -21,6 +21,8 @@ STATE_STYLES = {
     EventKind.ABORTED: "magenta",
     EventKind.TIMEOUT: "red",
     EventKind.REQUEUED: "blue",
+    EventKind.DELAYED: "blue",
+    EventKind.RETRIED: "cyan",
 }
 
 
@@ -28,7 +30,7 @@ def event_line(event: TaskEvent) -> Text:
     """``<time>  <task id>  <scheduler>  <state>  attempt <n>``: aligned, greppable, colored on a tty."""
     at = event.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     line = Text(f"{at}  {event.task_id}  {event.scheduler}  ")
-    line.append(f"{event.state.value:<8}", style=STATE_STYLES[event.state])
+    line.append(f"{event.state.value:<8}", style=STATE_STYLES.get(event.state, ""))
     line.append(f"  attempt {event.attempt}")
     return line
 

@@ -11,7 +11,7 @@ answer (``NotFound``, ``Conflict``, ``Unavailable``, ...) carrying ``status_code
 """
 
 from taskbroker.client.asynchronous import AsyncClient
-from taskbroker.client.calls import IssuedToken, TaskPage, TaskSpec
+from taskbroker.client.calls import BulkChange, IssuedToken, TaskPage, TaskSpec
 from taskbroker.client.errors import (
     ApiError,
     ApiUnreachable,
@@ -32,6 +32,7 @@ __all__ = [
     "ApiError",
     "ApiUnreachable",
     "AsyncClient",
+    "BulkChange",
     "Client",
     "ClientError",
     "Conflict",

@@ -13,7 +13,7 @@ from uuid import UUID
 import httpx
 
 from taskbroker.client import calls
-from taskbroker.client.calls import Call, EventStream, IssuedToken, TaskPage, TaskSpec
+from taskbroker.client.calls import BulkChange, Call, EventStream, IssuedToken, TaskPage, TaskSpec
 from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
 from taskbroker.event_models import TaskEvent
@@ -94,6 +94,50 @@ class AsyncClient:
     async def abort(self, task_id: UUID | str) -> Task:
         return await self._send(calls.abort(task_id))
 
+    async def retry(
+        self,
+        task_id: UUID | str,
+        *,
+        delay: float | timedelta | None = None,
+        not_before: datetime | str | None = None,
+        timeout: datetime | timedelta | str | None = None,  # noqa: ASYNC109 (an expiry, not a wait)
+    ) -> Task:
+        """Re-run a failed, timed-out or aborted task still retained: pending again, or delayed
+        by ``delay`` (seconds) or until ``not_before``; ``timeout`` is its new expiry (default:
+        the server's default timeout from now). Conflict for a live or complete task."""
+        return await self._send(calls.retry(task_id, delay, not_before, timeout))
+
+    async def abort_many(
+        self,
+        scheduler: str | None = None,
+        state: TaskState | str | None = None,
+        *,
+        older_than: float | timedelta | None = None,
+        limit: int = 1000,
+    ) -> BulkChange:
+        """Abort up to ``limit`` (at most 10,000) live tasks: of ``scheduler`` (default: all the
+        token may use), in ``state`` (pending, running, delayed), created at least
+        ``older_than`` (seconds) ago. A client token aborts its own tasks only."""
+        return await self._send(calls.abort_many(scheduler, state, older_than, limit))
+
+    async def retry_many(
+        self,
+        scheduler: str | None = None,
+        state: TaskState | str | None = None,
+        *,
+        older_than: float | timedelta | None = None,
+        limit: int = 1000,
+        delay: float | timedelta | None = None,
+        not_before: datetime | str | None = None,
+        timeout: datetime | timedelta | str | None = None,  # noqa: ASYNC109 (an expiry, not a wait)
+    ) -> BulkChange:
+        """Re-run up to ``limit`` (at most 10,000) retained tasks that ended ``state`` (failed,
+        timeout, aborted; default: any of them), finished at least ``older_than`` (seconds) ago,
+        newest first; the rest as for ``retry``. A client token re-runs its own tasks only."""
+        return await self._send(
+            calls.retry_many(scheduler, state, older_than, limit, (delay, not_before, timeout))
+        )
+
     async def tasks(
         self,
         scheduler: str | None = None,
@@ -108,11 +152,20 @@ class AsyncClient:
         """The task once it is final, read from its event stream (no polling); TimeoutError
         after ``timeout`` seconds. Reconnects and resumes if the stream drops."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with contextlib.aclosing(self._events(calls.task_events(task_id), None, deadline)) as events:
-            async for event in events:
-                if event.state.is_final:
-                    break
-        return await self.get(task_id)
+        after: str | None = None
+        while True:
+            final = None
+            async with contextlib.aclosing(
+                self._events(calls.task_events(task_id), after, deadline)
+            ) as events:
+                async for event in events:
+                    if event.state.is_final:
+                        final = event
+                        break
+            task = await self.get(task_id)
+            if final is None or task.state.is_final:
+                return task
+            after = final.id  # that final state was re-run by hand since (retry): wait for the next
 
     def task_events(self, task_id: UUID | str, *, after: str | None = None) -> AsyncIterator[TaskEvent]:
         """The task's events so far, then live ones, ending with its final state."""

@@ -56,6 +56,15 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
+class BulkChange(BaseModel):
+    """What ``abort_many`` or ``retry_many`` did: how many tasks it changed, and which."""
+
+    changed: int
+    ids: list[UUID]
+    published: bool = True
+    """Of a retry: every re-run task's message was confirmed (if not, reconciliation publishes it)."""
+
+
 class IssuedToken(TokenRecord):
     token: str = Field(description="The token itself: shown this once only.")
 
@@ -136,6 +145,64 @@ def get_task(task_id: UUID | str) -> Call[Task]:
 
 def abort(task_id: UUID | str) -> Call[Task]:
     return Call("POST", f"/task/{task_id}/abort", Task.model_validate)
+
+
+When = datetime | timedelta | str | None
+"""A time: aware, or a timedelta from now, or ISO-8601 text."""
+
+
+def _retry_body(delay: float | timedelta | None, not_before: When, timeout: When) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if delay is not None:
+        body["delay"] = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    for name, value in (("not_before", not_before), ("timeout", timeout)):
+        text = _timeout_text(value)
+        if text is not None:
+            body[name] = text
+    return body
+
+
+def retry(
+    task_id: UUID | str, delay: float | timedelta | None, not_before: When, timeout: When
+) -> Call[Task]:
+    return Call(
+        "POST", f"/task/{task_id}/retry", Task.model_validate, json=_retry_body(delay, not_before, timeout)
+    )
+
+
+def _selection(
+    scheduler: str | None, state: TaskState | str | None, older_than: float | timedelta | None, limit: int
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"limit": limit}
+    if scheduler is not None:
+        body["scheduler"] = scheduler
+    if state is not None:
+        body["state"] = str(state)
+    if older_than is not None:
+        body["older_than"] = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+    return body
+
+
+def abort_many(
+    scheduler: str | None, state: TaskState | str | None, older_than: float | timedelta | None, limit: int
+) -> Call[BulkChange]:
+    return Call(
+        "POST",
+        "/tasks/abort",
+        BulkChange.model_validate,
+        json=_selection(scheduler, state, older_than, limit),
+    )
+
+
+def retry_many(
+    scheduler: str | None,
+    state: TaskState | str | None,
+    older_than: float | timedelta | None,
+    limit: int,
+    retry: tuple[float | timedelta | None, When, When],
+) -> Call[BulkChange]:
+    body = {**_selection(scheduler, state, older_than, limit), **_retry_body(*retry)}
+    return Call("POST", "/tasks/retry", BulkChange.model_validate, json=body)
 
 
 def list_tasks(

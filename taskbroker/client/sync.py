@@ -11,7 +11,7 @@ from uuid import UUID
 import httpx
 
 from taskbroker.client import calls
-from taskbroker.client.calls import Call, EventStream, IssuedToken, TaskPage, TaskSpec
+from taskbroker.client.calls import BulkChange, Call, EventStream, IssuedToken, TaskPage, TaskSpec
 from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
 from taskbroker.event_models import TaskEvent
@@ -92,6 +92,48 @@ class Client:
     def abort(self, task_id: UUID | str) -> Task:
         return self._send(calls.abort(task_id))
 
+    def retry(
+        self,
+        task_id: UUID | str,
+        *,
+        delay: float | timedelta | None = None,
+        not_before: datetime | str | None = None,
+        timeout: datetime | timedelta | str | None = None,
+    ) -> Task:
+        """Re-run a failed, timed-out or aborted task still retained: pending again, or delayed
+        by ``delay`` (seconds) or until ``not_before``; ``timeout`` is its new expiry (default:
+        the server's default timeout from now). Conflict for a live or complete task."""
+        return self._send(calls.retry(task_id, delay, not_before, timeout))
+
+    def abort_many(
+        self,
+        scheduler: str | None = None,
+        state: TaskState | str | None = None,
+        *,
+        older_than: float | timedelta | None = None,
+        limit: int = 1000,
+    ) -> BulkChange:
+        """Abort up to ``limit`` (at most 10,000) live tasks: of ``scheduler`` (default: all the
+        token may use), in ``state`` (pending, running, delayed), created at least
+        ``older_than`` (seconds) ago. A client token aborts its own tasks only."""
+        return self._send(calls.abort_many(scheduler, state, older_than, limit))
+
+    def retry_many(
+        self,
+        scheduler: str | None = None,
+        state: TaskState | str | None = None,
+        *,
+        older_than: float | timedelta | None = None,
+        limit: int = 1000,
+        delay: float | timedelta | None = None,
+        not_before: datetime | str | None = None,
+        timeout: datetime | timedelta | str | None = None,
+    ) -> BulkChange:
+        """Re-run up to ``limit`` (at most 10,000) retained tasks that ended ``state`` (failed,
+        timeout, aborted; default: any of them), finished at least ``older_than`` (seconds) ago,
+        newest first; the rest as for ``retry``. A client token re-runs its own tasks only."""
+        return self._send(calls.retry_many(scheduler, state, older_than, limit, (delay, not_before, timeout)))
+
     def tasks(
         self,
         scheduler: str | None = None,
@@ -106,10 +148,17 @@ class Client:
         """The task once it is final, read from its event stream (no polling); TimeoutError
         after ``timeout`` seconds. Reconnects and resumes if the stream drops."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for event in self._events(calls.task_events(task_id), None, deadline):
-            if event.state.is_final:
-                break
-        return self.get(task_id)
+        after: str | None = None
+        while True:
+            final = None
+            for event in self._events(calls.task_events(task_id), after, deadline):
+                if event.state.is_final:
+                    final = event
+                    break
+            task = self.get(task_id)
+            if final is None or task.state.is_final:
+                return task
+            after = final.id  # that final state was re-run by hand since (retry): wait for the next
 
     def task_events(self, task_id: UUID | str, *, after: str | None = None) -> Iterator[TaskEvent]:
         """The task's events so far, then live ones, ending with its final state."""

@@ -85,11 +85,36 @@ local function emit(task, state, now)
   return event_id
 end
 
+-- Retained final tasks, per scheduler and final state, scored by finish time in whole
+-- milliseconds (exact in a double, so a listing's cursor can name a score): what GET /tasks
+-- lists with ?state= and what the bulk retry reads. Written by write_final, the one way into a
+-- final state, and trimmed here by that state's retention, so the index never outgrows what is
+-- retained; a member whose hash expired before the trim reached it is skipped by the listing.
+local function final_key(scheduler, state)
+  return prefix .. ':final:' .. scheduler .. ':' .. state
+end
+
+-- Failed and timed-out tasks are kept longer than the others (TASKBROKER_FAILED_RETENTION), so
+-- an operator can find and re-run them. `failed_retention_ms` is defined by TaskStore ahead of
+-- this prelude (a setting); `retention_ms` is the callers' TASKBROKER_RETENTION.
+local function final_retention(state, retention_ms)
+  if state == 'failed' or state == 'timeout' then return failed_retention_ms end
+  return retention_ms
+end
+
+local function index_final(task, state, now, retention_ms)
+  local key = final_key(task.scheduler, state)
+  local ms = math.floor(tonumber(now) * 1000)
+  redis.call('ZADD', key, ms, task.id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ms - tonumber(retention_ms)))
+end
+
 -- Write a live task's final state (the task as read_task read it) and start its retention
 -- countdown; a task with a callback_url gets a webhook delivery due now in {prefix}:webhooks
 -- (scored by due time), in this same script, so none is ever missed. Leaves the deadline index
 -- and live set to the caller: finalize, or expire, which removes a whole batch at once.
 local function write_final(task, state, now, retention_ms, result, err)
+  retention_ms = final_retention(state, retention_ms)
   local key = task_key(task.id)
   local change = {'state', state, 'finished_at', now, 'events', emit(task, state, now)}
   if result then change[#change + 1] = 'result'; change[#change + 1] = result end
@@ -103,6 +128,7 @@ local function write_final(task, state, now, retention_ms, result, err)
   if not task.attributes_inline then redis.call('PEXPIRE', attributes_key(task.id), retention_ms) end
   release_idempotency_key(task)
   if task.callback_url then redis.call('ZADD', prefix .. ':webhooks', now, task.id) end
+  index_final(task, state, now, retention_ms)
 end
 
 -- Make a live task final: every transition to a final state but expire's goes through here, so
@@ -112,4 +138,60 @@ local function finalize(task, state, now, retention_ms, result, err)
   redis.call('ZREM', deadlines, task.id)
   redis.call('ZREM', unclaimed, task.id)
   redis.call('SREM', live_key(task.scheduler), task.id)
+end
+
+-- Tasks waiting for their not_before (state `delayed`), scored by it: the timeout daemon moves
+-- the due ones to pending and publishes them. A delayed task is also in `deadlines` and its
+-- scheduler's live set, but not in `unclaimed` until it is released.
+local delayed = prefix .. ':delayed'
+
+-- emit, for an event that carries more than the state: `extra` is a flat field/value list
+-- (a `delayed` event's reason and not_before).
+local function emit_with(task, state, now, extra)
+  local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+    'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+    'owner', task.owner, 'at', now, unpack(extra))
+  if task.events then return task.events .. ' ' .. event_id end
+  return event_id
+end
+
+-- Bring a retained failed, timed-out or aborted task back to life by hand (POST
+-- /task/{id}/retry and the bulk retry): pending (and due for reconciliation's republish, as a
+-- new task is, so a publish that fails is never the end of it) or, with a not_before, delayed.
+-- Its attempts go on counting; `rerun_attempts` marks where the consumer-crash limit
+-- (TASKBROKER_MAX_ATTEMPTS, in claim) starts counting again. The final-state fields and the
+-- retention TTL go; it leaves the final index and a webhook delivery still due for its old
+-- final state (its next final state sends one). Returns the new state; or false and 'kept' if
+-- the task is not in a state that may be retried (the caller reads the state to say why), false
+-- and 'unscheduled' if its scheduler was deleted since (no queue would take its message).
+local function rerun(task, now, timeout, not_before)
+  if task.state ~= 'failed' and task.state ~= 'timeout' and task.state ~= 'aborted' then
+    return false, 'kept'
+  end
+  if redis.call('HEXISTS', prefix .. ':schedulers', task.scheduler) == 0 then
+    return false, 'unscheduled'
+  end
+  local key = task_key(task.id)
+  redis.call('ZREM', final_key(task.scheduler, task.state), task.id)
+  redis.call('ZREM', prefix .. ':webhooks', task.id)
+  redis.call('HDEL', key, 'finished_at', 'result', 'lease_owner', 'lease_until', 'webhook_attempts',
+    'not_before')
+  redis.call('PERSIST', key)
+  if not task.attributes_inline then redis.call('PERSIST', attributes_key(task.id)) end
+  local state, event
+  if not_before ~= '' then
+    state = 'delayed'
+    event = emit_with(task, 'delayed', now, {'reason', 'manual', 'not_before', not_before})
+    redis.call('HSET', key, 'not_before', not_before)
+    redis.call('ZADD', delayed, not_before, task.id)
+  else
+    state = 'pending'
+    event = emit(task, 'retried', now)
+    redis.call('ZADD', unclaimed, tonumber(now) + republish_after, task.id)
+  end
+  redis.call('HSET', key, 'state', state, 'timeout', timeout, 'rerun_attempts', task.attempts,
+    'events', event)
+  redis.call('ZADD', deadlines, timeout, task.id)
+  redis.call('SADD', live_key(task.scheduler), task.id)
+  return state
 end

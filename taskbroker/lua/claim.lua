@@ -13,7 +13,10 @@ if tonumber(task.timeout) <= now then
   return {'expired'}
 end
 local attempts = tonumber(task.attempts)
-if attempts >= max_attempts then
+-- A task re-run by hand (retry) counts its crashes from there: read only past the limit, so the
+-- common claim pays nothing for it.
+if attempts >= max_attempts and
+    attempts - tonumber(redis.call('HGET', task_key(id), 'rerun_attempts') or '0') >= max_attempts then
   finalize(task, 'failed', ARGV[4], retention_ms, false,
     'gave up after ' .. attempts .. ' attempts: every attempt ended without a result ' ..
     '(its consumer was lost: killed, out of memory or disconnected)')

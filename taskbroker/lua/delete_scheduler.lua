@@ -11,4 +11,9 @@ for _, id in ipairs(live) do
 end
 redis.call('HDEL', schedulers, name)
 redis.call('DEL', live_key(name))
+-- Its retained final tasks stay readable by id until their retention ends, but are no longer
+-- listed: nothing else would ever trim these indexes.
+for _, state in ipairs({'complete', 'failed', 'aborted', 'timeout'}) do
+  redis.call('DEL', final_key(name, state))
+end
 return {'deleted', live}

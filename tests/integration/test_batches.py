@@ -147,5 +147,5 @@ async def test_task_listing_leaves_out_final_tasks(api: Api) -> None:
 
 
 async def test_task_listing_rejects_bad_parameters(api: Api) -> None:
-    for params in ({"limit": 0}, {"limit": 1001}, {"state": "complete"}, {"cursor": "abc"}):
+    for params in ({"limit": 0}, {"limit": 1001}, {"state": "finished"}, {"cursor": "abc"}):
         assert (await api.http.get("/tasks", params=params)).status_code == 422, params
