@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from taskbroker.events import EventLog
 from taskbroker.queue.amqp import AmqpBroker
@@ -70,6 +70,8 @@ def redis_client(url: str) -> aioredis.Redis:
     # loops, which beats a request hanging for the client library's default retries.
     # A burst past the pool's size waits (briefly) for a free connection: redis-py's default pool
     # fails such a command at once (MaxConnectionsError), a 503 though Redis is healthy.
+    # The asyncio Retry: the synchronous one calls the command's coroutine function and hands
+    # back the coroutine unawaited, so a dropped connection was never retried.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=REDIS_MAX_CONNECTIONS,
