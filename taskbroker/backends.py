@@ -48,12 +48,16 @@ class Backends:
             settings.retention,
             events_max_length=settings.events_max_length,
             republish_after=settings.republish_after,
+            min_replicas=settings.redis_min_replicas,
+            replicas_timeout_ms=settings.redis_min_replicas_timeout,
         )
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return cls(
             store=store,
             broker=broker,
-            schedules=ScheduleStore(client, settings.key_prefix, settings.schedule_history),
+            schedules=ScheduleStore(
+                client, settings.key_prefix, settings.schedule_history, script_calls=store.script_calls
+            ),
             tokens=TokenStore(client, settings.key_prefix, admin_token, script_calls=store.script_calls),
             events=EventLog(client, settings.key_prefix),
             webhooks=WebhookDeliveries(store),
@@ -152,4 +156,6 @@ def embedded_backends(settings: Settings) -> Backends:
     """In-process Redis (fakeredis, running the same Lua scripts) and queue, for one process."""
     from fakeredis import FakeAsyncRedis
 
-    return Backends.over(FakeAsyncRedis(decode_responses=True), MemoryBroker(), settings)
+    # One process, no replicas: nothing to WAIT for.
+    alone = settings.model_copy(update={"redis_min_replicas": 0})
+    return Backends.over(FakeAsyncRedis(decode_responses=True), MemoryBroker(), alone)

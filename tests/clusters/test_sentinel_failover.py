@@ -30,7 +30,9 @@ async def _promoted(cluster: SentinelSet) -> bool:
     return cluster.master_address() == ("127.0.0.1", cluster.replica_port)
 
 
-async def test_the_client_finds_the_primary_through_the_sentinels(client: Redis, sentinel_set: SentinelSet) -> None:
+async def test_the_client_finds_the_primary_through_the_sentinels(
+    client: Redis, sentinel_set: SentinelSet
+) -> None:
     await client.set("tbtest:where", "here")
 
     direct = Redis(port=sentinel_set.primary_port, decode_responses=True)
