@@ -5,10 +5,14 @@ pause its nodes, so no set is shared between tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 
+from taskbroker.backends import Backends, real_backends
+from taskbroker.errors import StoreUnavailable
+from taskbroker.names import queue_name
 from taskbroker.settings import Settings
 from tests.clusters.sentinel import SentinelSet
 
@@ -30,3 +34,26 @@ def sentinel_settings(settings: Settings, sentinel_set: SentinelSet) -> Settings
             "redis_master": sentinel_set.master_name,
         }
     )
+
+
+@asynccontextmanager
+async def backends_over(settings: Settings) -> AsyncIterator[Backends]:
+    """The real RabbitMQ and the Sentinel set's Redis under ``settings``; the queues of the
+    schedulers the test registered are deleted afterwards (the set's Redis goes with the set)."""
+    backends = real_backends(settings, connection_name="taskbroker-test-sentinel")
+    try:
+        yield backends
+    finally:
+        try:
+            names = [d.name for d in await backends.store.list_schedulers()]
+        except StoreUnavailable:
+            names = []
+        for name in names:
+            await backends.broker.delete(queue_name(settings.key_prefix, name))
+        await backends.close()
+
+
+@pytest.fixture
+async def sentinel_backends(sentinel_settings: Settings) -> AsyncIterator[Backends]:
+    async with backends_over(sentinel_settings) as backends:
+        yield backends

@@ -177,6 +177,14 @@ class SentinelSet:
         self._reap(name)
         self.pids.pop(name, None)
 
+    def rejoin(self, name: str) -> None:
+        """Start a killed data node again as a replica of the current primary (as an operator
+        brings a failed server back; the Sentinels then count it as a replica)."""
+        master = self.master_address()
+        if master is None:
+            raise RuntimeError("no sentinel names a primary: nothing to rejoin")
+        self.start_redis(name, replica_of=master[1])
+
     def pause(self, name: str) -> None:
         """SIGSTOP one process: alive, holding its connections, answering nothing."""
         self._signal(name, signal.SIGSTOP)
