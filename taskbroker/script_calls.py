@@ -182,6 +182,21 @@ class ScriptCalls:
         if unknown:
             await self._reload_and_send(unknown)
 
+    async def replicated_command(self, *command: Any) -> Any:
+        """One plain command (not a script) that waits for the replicas as a replicated script
+        call does: the command and its WAIT in one pipeline, on one connection (WAIT counts
+        that connection's writes). NotReplicated when too few confirm; without replicas asked
+        for, just the command."""
+        if self._min_replicas == 0:
+            return await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command("WAIT", self._min_replicas, self._replicas_timeout_ms)
+        reply, acknowledged = await pipe.execute()
+        if (shortfall := self._shortfall(acknowledged)) is not None:
+            raise shortfall
+        return reply
+
     def _shortfall(self, acknowledged: Any) -> NotReplicated | None:
         """The error of the batch's replicated calls, given WAIT's reply (None: replicated)."""
         if isinstance(acknowledged, int) and acknowledged >= self._min_replicas:
@@ -190,7 +205,7 @@ class ScriptCalls:
         return NotReplicated(
             f"stored on the Redis primary, but {got} of the {self._min_replicas} replicas asked for "
             f"(TASKBROKER_REDIS_MIN_REPLICAS) confirmed it within {self._replicas_timeout_ms} ms: "
-            "it may be lost if the primary fails; retry with the same idempotency key"
+            "it may be lost if the primary fails; retry (a task: with the same idempotency key)"
         )
 
     async def _reload_and_send(self, calls: list[_Call]) -> None:

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.cluster
 
 SCHEDULER = "ha"
 ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}
+NIGHTLY = {"name": "nightly", "scheduler": SCHEDULER, "cron": "0 3 * * *"}
 
 
 @pytest.fixture
@@ -87,6 +88,10 @@ async def test_with_min_replicas_every_accepting_write_is_503_with_retry_after_w
             await api.http.post("/task/schedule/batch", json={"tasks": [_task_body(), _task_body()]}),
             await api.http.post(f"/task/{earlier['id']}/abort"),
             await api.http.post("/scheduler", json={"name": "ha-other", "runtime": "inline"}),
+            await api.http.post(
+                "/schedules", json={"name": "n", "scheduler": SCHEDULER, "cron": "0 3 * * *"}
+            ),
+            await api.http.post("/token", json={"role": "client", "name": "ha"}),
         ]
     finally:
         sentinel_set.resume("replica")
