@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,14 @@ class SentinelSet:
     # Processes
 
     def start(self) -> None:
-        """Start all five processes and wait until the set is ready."""
+        """Start all five processes and wait until the set is ready. Refuses ports already
+        taken (a set left running would otherwise answer for this one)."""
+        taken = [p for p in (self.primary_port, self.replica_port, *self.sentinel_ports) if _listening(p)]
+        if taken:
+            raise RuntimeError(
+                f"ports {taken} are in use on 127.0.0.1: a Sentinel set left running? "
+                "(python -m tests.clusters.sentinel stop --state FILE stops one started from the shell)"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         self.start_redis("primary")
         self.start_redis("replica", replica_of=self.primary_port)
@@ -234,6 +242,12 @@ class SentinelSet:
             master_name=state["master_name"],
             pids={str(k): int(v) for k, v in state["pids"].items()},
         )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _is_our_redis(pid: int, port: int) -> bool:

@@ -25,7 +25,7 @@ from tests.clusters.sentinel import SentinelSet
 from tests.support.inprocess import Api, api_client, running_consumer
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 SCHEDULER = "ha"
 ECHO = {"function": "taskbroker.runtimes.builtin:echo", "kwargs": {"n": 1}}

@@ -4,6 +4,7 @@ script calls reach the promoted replica by themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,7 @@ from taskbroker.settings import Settings
 from tests.clusters.sentinel import SentinelSet
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
@@ -57,3 +58,24 @@ async def test_script_calls_reach_the_promoted_replica_once_the_primary_is_kille
     # address. The promoted replica has no script cache either (NOSCRIPT: loaded, sent again).
     assert await calls.call(echo, ["tbtest:count"]) == 2
     assert await client.get("tbtest:count") == "2"
+
+
+async def _waits(cluster: SentinelSet) -> int:
+    primary = Redis(port=cluster.primary_port, decode_responses=True)
+    try:
+        stats = await primary.info("commandstats")
+        return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+    finally:
+        await primary.aclose()
+
+
+async def test_a_batch_of_replicated_calls_pays_one_wait(client: Redis, sentinel_set: SentinelSet) -> None:
+    incr = client.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', ARGV[1])")
+    await client.script_load(incr.script)
+    calls = ScriptCalls(client, min_replicas=1, replicas_timeout_ms=3000)
+    before = await _waits(sentinel_set)
+
+    replies = await asyncio.gather(*(calls.call(incr, ["tbtest:n"], replicated=True) for _ in range(20)))
+
+    assert sorted(replies) == list(range(1, 21))
+    assert await _waits(sentinel_set) == before + 1  # one loop turn, one batch, one WAIT
