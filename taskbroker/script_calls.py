@@ -18,7 +18,7 @@ client CPU per call in batches of 7; a third of a worker's CPU per task went the
 
 That takes redis-py's connection layer below its client: a pool's ``get_connection()`` and
 ``release()``, a connection's ``send_packed_command``, ``read_response(timeout=)``,
-``disconnect(nowait=)``, ``connect()``, ``is_connected``, ``retry`` and ``socket_timeout``. A
+``disconnect(nowait=)``, ``connect()``, ``is_connected`` and ``socket_timeout``. A
 connection found disconnected is connected through its own ``connect()`` (a Sentinel-managed
 one asks the Sentinels for the primary there; the implicit reconnect of
 ``send_packed_command`` would go back to the address it had, a dead primary after a failover).
@@ -39,6 +39,7 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -54,7 +55,7 @@ CONNECTION_CALLS = {
     "connect": (),
 }
 """The methods of redis-py's AbstractConnection ScriptCalls calls, and the parameters it passes."""
-CONNECTION_ATTRIBUTES = ("socket_timeout", "retry")
+CONNECTION_ATTRIBUTES = ("socket_timeout",)
 """The attributes of a connection ScriptCalls reads, set from AbstractConnection's parameters."""
 
 
@@ -139,8 +140,8 @@ class ScriptCalls:
     async def _send(self, calls: list[_Call], *, reloaded: bool = False) -> None:
         # evalsha, not the Script object: a Script first asks Redis whether it knows the script
         # (one more round trip); NOSCRIPT replies load their scripts and go out once more.
-        wait = any(replicated for *_, replicated in calls)
-        commands = [hiredis.pack_command(("EVALSHA", s.sha, 0, *args)) for s, args, *_ in calls]
+        wait = self._min_replicas > 0 and any(replicated for _s, _a, _r, replicated in calls)
+        commands = [hiredis.pack_command(("EVALSHA", s.sha, 0, *args)) for s, args, _r, _w in calls]
         if wait:
             wait_command: tuple[Any, ...] = ("WAIT", self._min_replicas, self._replicas_timeout_ms)
             commands.append(hiredis.pack_command(wait_command))
@@ -150,11 +151,7 @@ class ScriptCalls:
         try:
             connection = kept or await pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                # One quick retry on a dropped connection, as the client does for any command.
-                results = await connection.retry.call_with_retry(
-                    lambda: _exchange(connection, packed, len(commands)),
-                    lambda _error: connection.disconnect(),
-                )
+                results = await _exchange_retried_once(connection, packed, len(commands))
             except BaseException:
                 await pool.release(connection)
                 raise
@@ -227,6 +224,17 @@ class ScriptCalls:
             self._kept = connection
         else:
             await self._client.connection_pool.release(connection)
+
+
+async def _exchange_retried_once(connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    """The exchange, sent once more on a fresh connection if the first one was found dropped
+    (killed, idle-closed, its server gone: a failover). Not after a timeout: a slow Redis may
+    have run the batch, and sending it again would run its scripts twice."""
+    try:
+        return await _exchange(connection, packed, count)
+    except RedisConnectionError:
+        await connection.disconnect()
+        return await _exchange(connection, packed, count)
 
 
 async def _exchange(connection: AbstractConnection, packed: bytes, count: int) -> list[Any]:
