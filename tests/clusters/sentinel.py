@@ -293,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
     except BaseException:
         cluster.stop()
+        if args.folder is None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    finally:
-        cluster.save(args.state)
+    cluster.save(args.state)
     print(f"Sentinel set ready in {time.monotonic() - started:.1f} s (state: {args.state})")
     print(f"TASKBROKER_REDIS_SENTINELS={cluster.sentinels_setting}")
     print(f"TASKBROKER_REDIS_MASTER={cluster.master_name}")
