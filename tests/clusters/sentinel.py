@@ -13,6 +13,9 @@ in the ``sentinel_set`` fixture). From a shell (.ci/run, a chaos test started by
 
 ``start`` prints the settings that point taskbroker at the set (``TASKBROKER_REDIS_SENTINELS``,
 ``TASKBROKER_REDIS_MASTER``) and writes the ports and PIDs to the state file that ``stop`` reads.
+Chaos steps on that set: ``kill primary`` (SIGKILL), ``pause replica`` / ``resume replica``
+(SIGSTOP / SIGCONT), ``rejoin primary`` (a killed data node back as a replica of the current
+primary), ``master`` (the address the Sentinels name).
 """
 
 from __future__ import annotations
@@ -264,13 +267,18 @@ def _is_our_redis(pid: int, port: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.clusters.sentinel", description=__doc__)
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["start", "stop", "kill", "pause", "resume", "rejoin", "master"])
+    parser.add_argument(
+        "node", nargs="?", help="for kill/pause/resume/rejoin: primary, replica, sentinel-PORT"
+    )
     parser.add_argument("--state", type=Path, default=Path(tempfile.gettempdir()) / "tb-sentinel.json")
     parser.add_argument("--folder", type=Path, help="data folder for start (default: a new temporary one)")
     parser.add_argument("--primary-port", type=int, default=6401)
     parser.add_argument("--replica-port", type=int, default=6402)
     parser.add_argument("--sentinel-ports", default="26401,26402,26403")
     args = parser.parse_args(argv)
+    if args.action in ("kill", "pause", "resume", "rejoin", "master"):
+        return _act(args.action, args.node, args.state)
     if args.action == "stop":
         if not args.state.exists():
             print(f"no state file {args.state}: nothing to stop")
@@ -300,6 +308,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Sentinel set ready in {time.monotonic() - started:.1f} s (state: {args.state})")
     print(f"TASKBROKER_REDIS_SENTINELS={cluster.sentinels_setting}")
     print(f"TASKBROKER_REDIS_MASTER={cluster.master_name}")
+    return 0
+
+
+def _act(action: str, node: str | None, state: Path) -> int:
+    """One chaos step on a set started from the shell; the state file follows (a killed
+    process leaves it, a rejoined one enters it)."""
+    cluster = SentinelSet.load(state)
+    if action == "master":
+        print(cluster.master_address())
+        return 0
+    if node is None:
+        raise SystemExit(f"{action} needs a node: primary, replica or sentinel-PORT")
+    if action == "rejoin":
+        cluster.rejoin(node)
+    else:
+        getattr(cluster, action)(node)
+    cluster.save(state)
+    print(f"{action} {node}: done")
     return 0
 
 
