@@ -16,6 +16,7 @@ from starlette.types import Scope
 from taskbroker.errors import (
     BrokerUnavailable,
     IdempotencyKeyPending,
+    NotReplicated,
     QueueIncompatible,
     QueueMissing,
     ScheduleNameTaken,
@@ -45,6 +46,7 @@ STATUS_OF: dict[type[Exception], int] = {
     ScheduleNameTaken: 409,
     TaskExists: 409,
     StoreUnavailable: 503,
+    NotReplicated: 503,
     BrokerUnavailable: 503,
     QueueMissing: 503,
     QueueIncompatible: 409,

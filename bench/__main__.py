@@ -3,6 +3,7 @@
     .venv/bin/python -m bench                 # the full run (~10-15 minutes on 2 cores)
     .venv/bin/python -m bench --quick         # a smoke run at tiny sizes (about a minute)
     .venv/bin/python -m bench --tasks 20000 --skip-peers
+    .venv/bin/python -m bench --sentinel      # only: ours on a Sentinel set, MIN_REPLICAS 0 vs 1
 
 Progress goes to stderr, the table to stdout, the figures to bench/results/<UTC timestamp>.json.
 """
@@ -50,6 +51,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-daemon", action="store_true", help="leave out the timeout daemon")
     parser.add_argument(
         "--api-workers", type=int, default=1, help="API processes (`taskbroker api --workers N`)"
+    )
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="measure only the cost of TASKBROKER_REDIS_MIN_REPLICAS=1: ours on a Redis Sentinel set "
+        "(started on loopback ports 6411/6412/26411-26413), with MIN_REPLICAS 0 then 1",
     )
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/...)")
     args = parser.parse_args(argv)
@@ -187,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     clock = time.perf_counter()
+    if args.sentinel:
+        return _replication_run(args, results, started, clock)
     results["ours"] = measure_ours(args)
     celery_publish = results["ours"].pop("celery_publish", None)
     if not args.skip_peers:
@@ -201,6 +210,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
+    progress(f"wrote {output}")
+    return results
+
+
+def _replication_run(
+    args: argparse.Namespace, results: dict[str, Any], started: datetime, clock: float
+) -> dict[str, Any]:
+    from bench.replication import render_replication, replication_cost
+
+    results["replication"] = replication_cost(tasks=args.tasks, requests=args.requests, clients=args.clients)
+    results["run_seconds"] = round(time.perf_counter() - clock, 1)
+    output = args.output or RESULTS / f"bench-sentinel-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(render_replication(results["replication"]))
     progress(f"wrote {output}")
     return results
 

@@ -87,12 +87,12 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 600, in
         time.sleep(interval)
 
 
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+def redis_client(url: str = REDIS_URL) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
-def delete_keys(pattern: str) -> None:
-    client = redis_client()
+def delete_keys(pattern: str, url: str = REDIS_URL) -> None:
+    client = redis_client(url)
     try:
         batch = []
         for key in client.scan_iter(match=pattern, count=10_000):

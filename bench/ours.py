@@ -37,7 +37,16 @@ ATTRIBUTES_200_BYTES = {"function": "taskbroker.runtimes.builtin:noop", "kwargs"
 
 
 class Ours:
-    def __init__(self, *, worker_concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        worker_concurrency: int = 16,
+        redis_url: str = REDIS_URL,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``redis_url``: where the benchmark itself reads task state (the primary of a Sentinel
+        set, when ``env`` points the processes at its Sentinels)."""
+        self.redis_url = redis_url
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.token = secrets.token_hex(24)
         self.port = free_port()
@@ -52,6 +61,7 @@ class Ours:
             "TASKBROKER_LOG_FORMAT": "json",
             # The checkout the benchmark runs from, not whichever one the venv has installed.
             "PYTHONPATH": str(REPO),
+            **(env or {}),
         }
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.schedulers: list[str] = []
@@ -97,10 +107,10 @@ class Ours:
                 channel.queue_delete(f"{self.prefix}.{name}")
         finally:
             connection.close()
-        delete_keys(f"{self.prefix}:*")
+        delete_keys(f"{self.prefix}:*", self.redis_url)
 
     def live_tasks(self, scheduler: str) -> int:
-        client = redis_client()
+        client = redis_client(self.redis_url)
         try:
             return int(client.scard(f"{self.prefix}:live:{scheduler}"))
         finally:
@@ -148,7 +158,7 @@ class Ours:
         return ids
 
     def _states(self, ids: list[str]) -> dict[str, int]:
-        client = redis_client()
+        client = redis_client(self.redis_url)
         try:
             pipe = client.pipeline(transaction=False)
             for task_id in ids:
@@ -305,7 +315,7 @@ class Ours:
         used_memory before and after (noisy on a shared server), and the sum of MEMORY USAGE of
         everything a task adds (its hash and attributes key, plus its share of the deadline index
         and live set)."""
-        client = redis_client()
+        client = redis_client(self.redis_url)
         deadlines, live = f"{self.prefix}:deadlines", f"{self.prefix}:live:{scheduler}"
         try:
             indexes_before = self._usage(client, deadlines) + self._usage(client, live)

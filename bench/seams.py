@@ -42,7 +42,7 @@ VARIANTS: dict[str, str] = {
     # Batched script calls (taskbroker/script_calls.py): each call through redis-py's client.
     "batched Redis script calls off": (
         "import asyncio\nfrom taskbroker.script_calls import ScriptCalls\n"
-        "ScriptCalls.call = lambda self, script, args: asyncio.ensure_future(script(keys=[], args=args))"
+        "ScriptCalls.call = lambda self, script, args, **_: asyncio.ensure_future(script(keys=[], args=args))"
     ),
 }
 

@@ -261,6 +261,16 @@ class Consumer:
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.task is None:
             event = "task.gave_up" if claim.outcome is ClaimOutcome.EXHAUSTED else "task.dropped"
             metrics.claim_refused(self._scheduler, claim.outcome)
+            if claim.outcome is ClaimOutcome.GONE:
+                # An operator's alert: after a Redis failover, a task acknowledged to its client
+                # whose creation no replica had (TASKBROKER_REDIS_MIN_REPLICAS=0) ends here.
+                self._log.warning(
+                    "task.orphan_message",
+                    task_id=task_id,
+                    reason="the message's task is not in Redis: lost with an unreplicated write, "
+                    "or past its retention",
+                )
+                return
             self._log.info(event, task_id=task_id, reason=claim.outcome.value, state=claim.detail or None)
             return
         await self._execute(claim.task, lease_until=claimed_at + self._settings.lease)

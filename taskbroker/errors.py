@@ -9,6 +9,12 @@ class StoreUnavailable(TaskbrokerError):
     """Redis could not be reached or did not answer in time: retry later."""
 
 
+class NotReplicated(StoreUnavailable):
+    """A write reached the Redis primary, but fewer replicas than TASKBROKER_REDIS_MIN_REPLICAS
+    confirmed it in time: it may be lost if the primary fails now. Retry with the same
+    idempotency key (a retry finds the task if it survived, or creates it again)."""
+
+
 class BrokerUnavailable(TaskbrokerError):
     """RabbitMQ could not be reached, or did not confirm a publish: retry later."""
 

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from taskbroker.errors import ScheduleNameTaken, ScheduleNotFound
 from taskbroker.schedule_models import ScheduleRecord, ScheduleSpec
+from taskbroker.script_calls import ScriptCalls
 from taskbroker.store import load_script, redis_call
 
 KEEP = "keep"
@@ -114,8 +115,18 @@ def _record(raw: dict[str, str]) -> ScheduleRecord:
 class ScheduleStore:
     """Schedules and their runs. Raises StoreUnavailable when Redis cannot be reached."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, history: int = 100) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        history: int = 100,
+        *,
+        script_calls: ScriptCalls | None = None,
+    ) -> None:
         self._redis = client
+        self._script_calls = script_calls
+        """The task store's, when given: a schedule's saving and deletion then wait for its
+        replicas (TASKBROKER_REDIS_MIN_REPLICAS) as a task's creation does."""
         self._prefix = key_prefix
         self._history = history
         self._scripts = {
@@ -128,6 +139,11 @@ class ScheduleStore:
 
     async def _run(self, script: str, *args: str | int | float) -> Any:
         return await self._scripts[script](keys=[], args=[self._prefix, *args])
+
+    async def _run_replicated(self, script: str, *args: str | int | float) -> Any:
+        if self._script_calls is None:
+            return await self._run(script, *args)
+        return await self._script_calls.call(self._scripts[script], [self._prefix, *args], replicated=True)
 
     @redis_call
     async def save(
@@ -148,7 +164,7 @@ class ScheduleStore:
             next_arg = _epoch(next_run_at)
         else:
             next_arg = "" if next_run_at is None else KEEP
-        reply = await self._run(
+        reply = await self._run_replicated(
             "schedule_save",
             "create" if create else "update",
             str(schedule_id),
@@ -187,7 +203,7 @@ class ScheduleStore:
 
     @redis_call
     async def delete(self, schedule_id: UUID) -> None:
-        if await self._run("schedule_delete", str(schedule_id)) == "gone":
+        if await self._run_replicated("schedule_delete", str(schedule_id)) == "gone":
             raise ScheduleNotFound(f"schedule {schedule_id} does not exist")
 
     @redis_call

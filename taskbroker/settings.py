@@ -30,6 +30,35 @@ class Settings(BaseSettings):
 
     redis_url: str = DEFAULT_REDIS_URL
     amqp_url: str = DEFAULT_AMQP_URL
+
+    # Redis with Sentinel, TLS and replicated writes (docs/operations.md, "Redis with Sentinel")
+    redis_sentinels: str = Field(
+        default="",
+        description="Comma-separated host:port of Redis Sentinels; set, every process finds the "
+        "primary through them and follows a failover (the URL's host and port are then unused).",
+    )
+    redis_master: str = Field(default="taskbroker", min_length=1, description="The Sentinels' master name.")
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="The Sentinels' own password (requirepass of sentinel.conf)."
+    )
+    redis_sentinel_tls: bool = Field(default=False, description="Speak TLS to the Sentinels.")
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA certificates that verify the Redis servers' (and Sentinels') TLS."
+    )
+    redis_tls_cert_file: Path | None = Field(default=None, description="Client certificate for TLS.")
+    redis_tls_key_file: Path | None = Field(default=None, description="The client certificate's key.")
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must have an accepted write (WAIT) before the API answers 2xx; "
+        "fewer within the timeout: 503.",
+    )
+    redis_min_replicas_timeout: int = Field(
+        default=1000,
+        ge=1,
+        le=4000,
+        description="Milliseconds the API waits for those replicas (below the 5 s Redis socket timeout).",
+    )
     key_prefix: str = Field(default="taskbroker", pattern=KEY_PREFIX_PATTERN)
     default_timeout: timedelta = timedelta(hours=6)
     retention: timedelta = timedelta(hours=1)
@@ -115,6 +144,12 @@ class Settings(BaseSettings):
     )
     webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds one webhook POST may take.")
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_parse(cls, value: str) -> str:
+        sentinel_addresses(value)
+        return value
+
     @field_validator("webhook_hosts")
     @classmethod
     def _webhook_hosts_parse(cls, value: str) -> str:
@@ -198,3 +233,16 @@ class Settings(BaseSettings):
     def heartbeat_interval(self) -> float:
         """Renew leases three times per lease, so one lost heartbeat never lapses a live claim."""
         return self.lease / 3
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of a TASKBROKER_REDIS_SENTINELS value ("" for none)."""
+    addresses = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"TASKBROKER_REDIS_SENTINELS: {entry!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses

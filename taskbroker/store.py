@@ -204,13 +204,19 @@ class TaskStore:
         events_max_length: int = 100_000,
         republish_after: float = 120.0,
         failed_retention: timedelta | None = None,
+        min_replicas: int = 0,
+        replicas_timeout_ms: int = 1000,
     ) -> None:
         self._redis = client
         self._prefix = key_prefix
         self._retention_ms = _ms(retention)
         self._failed_retention = retention if failed_retention is None else failed_retention
         """How long failed and timed-out tasks are kept (completed and aborted: ``retention``)."""
-        self._script_calls = ScriptCalls(client)
+        # Writes a client is told were accepted (creations, aborts, scheduler definitions) wait
+        # for ``min_replicas`` replicas (TASKBROKER_REDIS_MIN_REPLICAS), else NotReplicated.
+        self._script_calls = ScriptCalls(
+            client, min_replicas=min_replicas, replicas_timeout_ms=replicas_timeout_ms
+        )
         self._scripts = {
             name: client.register_script(
                 load_script(name, events_max_length, republish_after, self._failed_retention)
@@ -254,8 +260,10 @@ class TaskStore:
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
-    async def _run(self, script: str, *args: str | int | float) -> Any:
-        return await self._script_calls.call(self._scripts[script], [self._prefix, *args])
+    async def _run(self, script: str, *args: str | int | float, replicated: bool = False) -> Any:
+        return await self._script_calls.call(
+            self._scripts[script], [self._prefix, *args], replicated=replicated
+        )
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -270,7 +278,7 @@ class TaskStore:
     async def register_scheduler(self, definition: SchedulerDefinition) -> bool:
         """Store a scheduler definition. True if new, False if the same one was already there."""
         canonical = orjson.dumps(definition.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
-        reply = await self._run("register_scheduler", definition.name, canonical)
+        reply = await self._run("register_scheduler", definition.name, canonical, replicated=True)
         if reply[0] == "conflict":
             raise SchedulerConflict(
                 f"scheduler {definition.name!r} is registered with a different definition: "
@@ -317,7 +325,7 @@ class TaskStore:
     async def delete_scheduler(self, name: str, *, force: bool, now: datetime) -> list[str]:
         """Remove a scheduler; with force, abort its live tasks first. Returns the aborted ids."""
         reply = await self._run(
-            "delete_scheduler", name, "1" if force else "0", _epoch(now), self._retention_ms
+            "delete_scheduler", name, "1" if force else "0", _epoch(now), self._retention_ms, replicated=True
         )
         if reply[0] == "gone":
             raise UnknownScheduler(name)
@@ -345,6 +353,7 @@ class TaskStore:
         A task whose idempotency key a live, published task holds is not created: its place in
         the answer is that task (None where a task was created). Raises IdempotencyKeyPending,
         creating nothing, while a key's holder still waits for its publish to be confirmed.
+        NotReplicated (with min_replicas): stored, but not known to be on the replicas.
         """
         args: list[str] = [_epoch(now)]
         for task in tasks:
@@ -359,7 +368,7 @@ class TaskStore:
                 self.idempotency_key(task.scheduler, task.owner, task.key) if task.key else "",
                 task.callback_url,
             ]
-        reply = await self._run("create", *args)
+        reply = await self._run("create", *args, replicated=True)
         if reply[0] == "unknown_scheduler":
             raise UnknownScheduler(reply[1])
         if reply[0] == "exists":
@@ -403,7 +412,7 @@ class TaskStore:
 
     @redis_call
     async def abort(self, task_id: UUID, *, now: datetime) -> Task:
-        reply = await self._run("abort", str(task_id), _epoch(now), self._retention_ms)
+        reply = await self._run("abort", str(task_id), _epoch(now), self._retention_ms, replicated=True)
         if reply[0] == "gone":
             raise task_not_found(task_id)
         if reply[0] == "final":

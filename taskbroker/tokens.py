@@ -129,7 +129,8 @@ class TokenStore:
             expires_at=expires_at,
             secret_sha256=_digest(secret),
         )
-        await self._redis.hset(self._key, token_id, stored.model_dump_json())
+        # On the replicas before the token is shown (TASKBROKER_REDIS_MIN_REPLICAS).
+        await self._script_calls.replicated_command("HSET", self._key, token_id, stored.model_dump_json())
         return TokenRecord.model_validate(stored.model_dump(exclude={"secret_sha256"})), (
             f"{TOKEN_PREFIX}{token_id}_{secret}"
         )
@@ -147,8 +148,9 @@ class TokenStore:
 
     @redis_call
     async def revoke(self, token_id: str) -> bool:
-        """True if the token existed; it stops working at once on every API replica."""
-        return bool(await self._redis.hdel(self._key, token_id))
+        """True if the token existed; it stops working at once on every API replica (and, with
+        TASKBROKER_REDIS_MIN_REPLICAS, a failover does not bring it back)."""
+        return bool(await self._script_calls.replicated_command("HDEL", self._key, token_id))
 
     @redis_call
     async def authenticate(self, token: str) -> Principal | None:

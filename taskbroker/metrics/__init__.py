@@ -108,6 +108,15 @@ CONSUMERS_SUBSCRIBED = Gauge(
     registry=REGISTRY,
 )
 
+ORPHAN_MESSAGES = Counter(
+    "taskbroker_worker_orphan_messages",
+    "Messages whose task is not in Redis (dropped): a task lost with a Redis write that no "
+    "replica had when its primary failed, or a message older than the task's retention. "
+    "Alert on any increase after a Redis failover.",
+    ["scheduler"],
+    registry=REGISTRY,
+)
+
 # Timeout daemon
 
 SWEEPS = Counter(
@@ -195,6 +204,8 @@ def claim_refused(scheduler: str, outcome: ClaimOutcome) -> None:
     """A claim that ran nothing; it made the task final if it was past its timeout or attempts."""
     if (state := _FINAL_AT_CLAIM.get(outcome)) is not None:
         _finished(scheduler, state).inc()
+    elif outcome is ClaimOutcome.GONE:
+        ORPHAN_MESSAGES.labels(scheduler).inc()
 
 
 def run_started(task: Task) -> float:

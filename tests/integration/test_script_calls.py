@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskbroker.backends import redis_client
+from taskbroker.errors import NotReplicated
 from taskbroker.script_calls import ScriptCalls
 from tests.conftest import REDIS_URL
 
@@ -91,3 +92,35 @@ async def test_a_batch_that_times_out_fails_every_caller_and_leaves_no_stale_rep
         assert await calls.call(echo, ["fresh"]) == "fresh"
     finally:
         await impatient.aclose()
+
+
+async def test_replicated_calls_fail_as_not_replicated_when_too_few_replicas_confirm(client: Redis) -> None:
+    # The test Redis has no replica: WAIT 1 answers 0 once its timeout has passed.
+    echo = _fresh_script(client, "return ARGV[1]")
+    await client.script_load(echo.script)
+    calls = ScriptCalls(client, min_replicas=1, replicas_timeout_ms=50)
+
+    replies = await asyncio.gather(
+        calls.call(echo, ["asked"], replicated=True),
+        calls.call(echo, ["not asked"]),
+        return_exceptions=True,
+    )
+
+    assert isinstance(replies[0], NotReplicated)
+    assert "0 of the 1 replicas" in str(replies[0])
+    assert replies[1] == "not asked"
+
+
+async def test_replicated_calls_wait_for_nothing_when_no_replica_is_asked_for(client: Redis) -> None:
+    echo = _fresh_script(client, "return ARGV[1]")
+
+    assert await ScriptCalls(client).call(echo, ["fine"], replicated=True) == "fine"
+
+
+async def test_a_replicated_call_redis_never_saw_is_loaded_sent_again_and_still_waits(client: Redis) -> None:
+    echo = _fresh_script(client, "return ARGV[1]")  # NOSCRIPT first: the second batch waits too
+    calls = ScriptCalls(client, min_replicas=1, replicas_timeout_ms=50)
+
+    with pytest.raises(NotReplicated):
+        await calls.call(echo, ["asked"], replicated=True)
+    assert await calls.call(echo, ["known now"]) == "known now"
