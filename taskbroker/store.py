@@ -621,6 +621,7 @@ class TaskStore:
             "" if not_before is None else _epoch(not_before),
             owner,
             *task_ids,
+            replicated=True,
         )
         return [
             Rerun(flat[i], flat[i + 1], flat[i + 2], flat[i + 3], int(flat[i + 4] or 0))
@@ -651,6 +652,7 @@ class TaskStore:
             "" if created_before is None else _epoch(created_before),
             limit,
             *task_ids,
+            replicated=True,
         )
         return aborted
 
