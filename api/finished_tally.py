@@ -17,9 +17,9 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from taskbroker.event_models import START, EventKind
-from taskbroker.events import EventLog
+from taskbroker.event_models import START, EventKind, TaskEvent
 
 WINDOW_MINUTES = 60
 READ_BATCH = 2000
@@ -47,8 +47,14 @@ class SchedulerTally:
     """Tasks finished (any final state) in each of the last 15 minutes, oldest first."""
 
 
+class EventReader(Protocol):
+    """What the tally reads: taskbroker.events.EventLog's ``read_after``."""
+
+    async def read_after(self, after: str, *, count: int = ...) -> list[TaskEvent]: ...
+
+
 class FinishedTally:
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventReader) -> None:
         self._events = events
         self._position: str | None = None
         self._minutes: dict[str, dict[int, MinuteCounts]] = defaultdict(dict)

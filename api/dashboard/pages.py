@@ -67,11 +67,13 @@ def _features(request: Request) -> list[str]:
         (method, route.path)
         for route in request.app.routes
         if isinstance(route, APIRoute)
-        for method in route.methods
+        for method in route.methods or ()
     }
     # A path parameter's name may differ ({task_id:task_id}): compare the shapes.
     shapes = {(method, _shape(path)) for method, path in routes}
-    return sorted(name for name, (method, path) in OPTIONAL_ENDPOINTS.items() if (method, _shape(path)) in shapes)
+    return sorted(
+        name for name, (method, path) in OPTIONAL_ENDPOINTS.items() if (method, _shape(path)) in shapes
+    )
 
 
 def _shape(path: str) -> str:
