@@ -53,7 +53,8 @@ async def test_overview_counts_waiting_running_and_finished_tasks_per_scheduler(
     assert (rows["ov"]["completed_5m"], rows["ov"]["failed_5m"]) == (2, 1)
     assert (rows["ov"]["completed_60m"], rows["ov"]["failed_60m"]) == (2, 1)
     assert sum(rows["ov"]["throughput"]) == 3
-    assert rows["idle"]["completed_60m"] == 0 and rows["idle"]["throughput"] == [0] * 15
+    assert rows["idle"]["completed_60m"] == 0
+    assert rows["idle"]["throughput"] == [0] * 15
     after = {row["name"]: row for row in waiting["schedulers"]}["ov"]
     assert (after["running"], after["waiting"]) == (0, 1)
 
@@ -107,10 +108,12 @@ async def test_a_live_task_is_found_by_its_idempotency_key_by_its_own_token_only
     )
     unknown = await real_api.http.get("/tasks/by-key", params={"scheduler": "keys", "key": "nope"})
 
-    assert found.status_code == 200 and found.json()["id"] == task["id"]
+    assert found.status_code == 200
+    assert found.json()["id"] == task["id"]
     assert named.status_code == 404  # a client's lookup never reaches another client's keys
     assert by_admin.json()["id"] == task["id"]
-    assert unknown.status_code == 404 and "detail" in unknown.json()
+    assert unknown.status_code == 404
+    assert "detail" in unknown.json()
 
 
 class _Markup(HTMLParser):
@@ -141,13 +144,14 @@ async def test_each_page_is_served_without_a_token_under_a_csp_with_no_inline_sc
 
     assert response.status_code == 200
     policy = response.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "default-src 'none'" in policy
-    assert "unsafe-inline" not in policy and "http" not in policy
+    assert "script-src 'self'" in policy
+    assert "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert "http" not in policy
     markup = _Markup()
     markup.feed(response.text)
-    assert markup.scripts and all(
-        script.get("src", "").startswith("/ui/static/") for script in markup.scripts
-    )
+    assert markup.scripts
+    assert all(script.get("src", "").startswith("/ui/static/") for script in markup.scripts)
     assert (markup.inline_styles, markup.style_elements, markup.handlers) == (0, 0, [])
 
 
@@ -158,10 +162,13 @@ async def test_only_the_dashboards_own_files_are_served(settings: Settings, embe
         template = await anonymous.http.get("/ui/static/../templates/base.html")
         unknown_task_page = await anonymous.http.get("/ui/tasks/not-a-uuid")
 
-    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
     assert "content-security-policy" in script.headers
-    assert outside.status_code == 404 and template.status_code == 404
-    assert unknown_task_page.status_code == 422 and "detail" in unknown_task_page.json()
+    assert outside.status_code == 404
+    assert template.status_code == 404
+    assert unknown_task_page.status_code == 422
+    assert "detail" in unknown_task_page.json()
 
 
 def test_the_wheel_declares_every_dashboard_file_as_package_data() -> None:
