@@ -27,7 +27,8 @@ export async function startPage({ roles = ["admin", "client", "worker"] } = {}) 
   if (!roles.includes(caller.role)) {
     const main = document.getElementById("main");
     for (const child of [...main.children]) if (child.id !== "notice") child.remove();
-    notify(`This page needs a ${roles.join(" or ")} token; this one is a ${caller.role} token.`, "bad");
+    const needed = roles.map((role) => `${/^[aeiou]/.test(role) ? "an" : "a"} ${role}`).join(" or ");
+    notify(`This page needs ${needed} token; this one is a ${caller.role} token.`, "bad");
     return null;
   }
   return { caller, features };
