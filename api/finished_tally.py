@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,7 +51,7 @@ class SchedulerTally:
 class EventReader(Protocol):
     """What the tally reads: taskbroker.events.EventLog's ``read_after``."""
 
-    async def read_after(self, after: str, *, count: int = ...) -> list[TaskEvent]: ...
+    def read_after(self, after: str, *, count: int = ...) -> Awaitable[list[TaskEvent]]: ...
 
 
 class FinishedTally:

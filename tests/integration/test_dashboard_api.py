@@ -151,7 +151,7 @@ async def test_each_page_is_served_without_a_token_under_a_csp_with_no_inline_sc
     markup = _Markup()
     markup.feed(response.text)
     assert markup.scripts
-    assert all(script.get("src", "").startswith("/ui/static/") for script in markup.scripts)
+    assert all((script.get("src") or "").startswith("/ui/static/") for script in markup.scripts)
     assert (markup.inline_styles, markup.style_elements, markup.handlers) == (0, 0, [])
 
 
