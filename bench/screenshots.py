@@ -71,12 +71,17 @@ class Sample:
                 },
             )
 
-    def wave(self, size: int) -> None:
+    def wave(self, size: int) -> list[str]:
+        """Tasks that complete, and one in nine that fails: the ids of those that fail."""
+        failing = []
         for index in range(size):
             if index % 9 == 8:
-                self.schedule("default", "fail", message="upstream returned 503 Service Unavailable")
+                failing.append(
+                    self.schedule("default", "fail", message="upstream returned 503 Service Unavailable")
+                )
             else:
                 self.schedule("default", "echo", invoice=1000 + index, status="sent")
+        return failing
 
 
 def start_dev(port: int, token: str, log: Path) -> subprocess.Popen[bytes]:
@@ -116,9 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             sample = Sample(http)
             sample.setup()
+            failing: list[str] = []
             for wave in range(args.waves):
                 progress(f"sample wave {wave + 1} of {args.waves}")
-                sample.wave(12 + 7 * wave)
+                failing += sample.wave(12 + 7 * wave)
                 if wave < args.waves - 1:
                     time.sleep(30)
             running = sample.schedule("default", "sleep", seconds=900)
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             page.wait_for_url(f"{url}/ui")
             shoot(page, f"{url}/ui", "overview", "#schedulers tr[data-scheduler]")
             shoot(page, f"{url}/ui/tasks", "tasks", "#tasks tr[data-task-id]")
-            shoot(page, f"{url}/ui/tasks/{running}", "task", "#timeline li")
+            shoot(page, f"{url}/ui/tasks/{failing[-1]}", "task", '#timeline li[data-state="failed"]')
             shoot(page, f"{url}/ui/schedules", "schedules", "#schedules tr[data-schedule-id]")
             page.goto(f"{url}/ui/schedules")
             page.wait_for_selector("#schedules tr[data-schedule-id] a")
@@ -152,8 +158,12 @@ def main(argv: list[str] | None = None) -> None:
             shoot(page, f"{url}/ui/tasks", "tasks-narrow", "#tasks tr[data-task-id]", full=False)
             browser.close()
     finally:
-        dev.terminate()
-        dev.wait(timeout=30)
+        dev.terminate()  # it drains: the sample's long sleeps are cancelled after its grace time
+        try:
+            dev.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            dev.kill()  # embedded servers: nothing is kept anyway
+            dev.wait()
 
 
 def _answers(url: str) -> bool:

@@ -8,7 +8,10 @@ let lastSeries = [];
 
 function status(row) {
   if (row.paused) return el("span", { class: "badge state-paused", text: "paused" });
-  if (row.consumers === 0) return el("span", { class: "badge state-idle", text: "no consumers" });
+  if (row.consumers === 0) {
+    // Tasks waiting with nobody to run them is what an operator must notice first.
+    return el("span", { class: `badge ${row.waiting ? "state-pending" : "state-idle"}`, text: "no consumers" });
+  }
   if (row.consumers === null) return el("span", { class: "badge state-unknown", text: "queue unknown" });
   return el("span", { class: "badge state-active", text: "active" });
 }
@@ -38,7 +41,7 @@ function render(overview) {
         el("td", { class: "num", text: number(row.delayed) }),
         el("td", { class: "num", "data-field": "running", text: number(row.running) }),
         el("td", { class: "num", text: number(row.consumers) }),
-        el("td", { class: "num" }, el("span", { class: "ok", text: number(row.completed_5m) }), " / ", number(row.completed_60m)),
+        el("td", { class: "num" }, el("span", { class: row.completed_5m ? "ok" : "", text: number(row.completed_5m) }), " / ", number(row.completed_60m)),
         el("td", { class: "num" }, el("span", { class: row.failed_5m ? "bad" : "", text: number(row.failed_5m) }), " / ", number(row.failed_60m)),
         el("td", {}, sparkline(row.throughput)),
       ),

@@ -42,9 +42,16 @@ async function load() {
     document.getElementById("prev-page").disabled = cursors.length === 0;
     document.getElementById("first-page").disabled = cursors.length === 0;
   } catch (error) {
-    if (error instanceof ApiError && error.status === 422 && isFinal(filter.state)) {
-      notify("This API lists live tasks only: open a finished task by its id.", "info");
-      document.getElementById("final-states").remove();
+    if (error instanceof ApiError && error.status === 422 && filter.state) {
+      // An API without retries or retained listings refuses those states: offer them no more.
+      notify(
+        isFinal(filter.state)
+          ? "This API lists live tasks only: open a finished task by its id."
+          : `This API does not list ${filter.state} tasks.`,
+        "info",
+      );
+      if (isFinal(filter.state)) document.getElementById("final-states").remove();
+      else document.querySelector(`#f-state option[value="${filter.state}"]`)?.remove();
       filter.state = "";
       return load();
     }
