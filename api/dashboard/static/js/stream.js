@@ -5,7 +5,7 @@
 import { signInAgain, token } from "./api.js";
 
 // Follows `path` until stop() is called; onEvent(event) gets each TaskEvent (the `data`),
-// onStatus("live" | "reconnecting" | "ended") reports the connection. With `endsByItself` (one
+// onStatus("live" | "reconnecting" | "ended" | "refused") reports the connection. With `endsByItself` (one
 // task's stream, which ends after its final event) a clean end is the end, not a drop.
 export function followEvents(path, onEvent, { onStatus = () => {}, endsByItself = false, query } = {}) {
   let lastEventId = null;
@@ -30,6 +30,10 @@ export function followEvents(path, onEvent, { onStatus = () => {}, endsByItself 
         });
         if (response.status === 401) {
           signInAgain();
+          return;
+        }
+        if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+          onStatus("refused"); // not this token's to follow: asking again would not change that
           return;
         }
         if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);

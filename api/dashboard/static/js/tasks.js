@@ -99,7 +99,8 @@ function onEvent(event) {
 
 function setLive(state) {
   document.getElementById("live-dot").dataset.state = state;
-  document.getElementById("live-state").textContent = state === "live" ? "Live" : "Reconnecting…";
+  const labels = { live: "Live", refused: "Not live: this token may not follow these events" };
+  document.getElementById("live-state").textContent = labels[state] || "Reconnecting…";
 }
 
 async function find(text) {
