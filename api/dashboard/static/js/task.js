@@ -53,7 +53,9 @@ function render(current) {
   document.getElementById("curl").textContent = curl(current);
   const schedules = caller.role === "admin" || caller.role === "client";
   document.getElementById("abort").hidden = !schedules || isFinal(current.state);
-  document.getElementById("retry").hidden = !schedules || !isFinal(current.state) || !features.has("retry");
+  // A re-run is for a task whose run did not succeed; a complete one is refused (409).
+  const rerunnable = ["failed", "timeout", "aborted"].includes(current.state);
+  document.getElementById("retry").hidden = !schedules || !rerunnable || !features.has("retry");
 }
 
 function addEvent(event) {
@@ -67,6 +69,27 @@ function addEvent(event) {
       el("span", { class: "muted", text: ` attempt ${event.attempt}` }),
       el("span", { class: "when" }, time(event.at)),
     ),
+  );
+}
+
+// The task's events: its history, then live ones until its final state (the stream ends there;
+// a retry makes it live again, and follow() is called anew).
+let stream = null;
+function follow() {
+  stream?.stop();
+  const live = document.getElementById("timeline-live");
+  stream = followEvents(
+    `/task/${taskId}/events`,
+    (event) => {
+      addEvent(event);
+      if (event.state !== task.state) refresh();
+    },
+    {
+      endsByItself: true,
+      onStatus: (state) => {
+        live.textContent = state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : "";
+      },
+    },
   );
 }
 
@@ -84,18 +107,7 @@ const started = await startPage().catch(failed);
 if (started) {
   ({ caller, features } = started);
   await refresh();
-  if (task) {
-    const live = document.getElementById("timeline-live");
-    followEvents(`/task/${taskId}/events`, (event) => {
-      addEvent(event);
-      if (event.state !== task.state) refresh();
-    }, {
-      endsByItself: true,
-      onStatus: (state) => {
-        live.textContent = state === "live" ? "live" : state === "ended" ? "" : "reconnecting…";
-      },
-    });
-  }
+  if (task) follow();
   document.getElementById("abort").addEventListener("click", async (clicked) => {
     if (!confirm("Abort this task? A running task is cancelled by its consumer.")) return;
     clicked.target.disabled = true;
@@ -113,7 +125,10 @@ if (started) {
     try {
       const retried = await post(`/task/${taskId}/retry`);
       if (retried && retried.id && retried.id !== taskId) location.assign(`/ui/tasks/${retried.id}`);
-      else await refresh();
+      else {
+        render(retried);
+        follow();
+      }
       notify("Task scheduled again.", "ok");
     } catch (error) {
       if (error instanceof ApiError && (error.status === 405 || error.status === 404)) clicked.target.hidden = true;
