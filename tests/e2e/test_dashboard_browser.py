@@ -162,6 +162,26 @@ def test_a_task_scheduled_through_the_api_appears_and_turns_complete_without_a_r
     assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
 
 
+def test_a_task_is_found_by_its_idempotency_key_with_the_keyboard_alone(page: Page, stack: Stack) -> None:
+    response = stack.http.post(
+        f"{stack.url}/task/schedule",
+        json={"scheduler": stack.idle, "attributes": {"function": f"{BUILTIN}:noop"}, "key": "invoice-4711"},
+    )
+    assert response.status_code == 201, response.text
+    page.goto(f"{stack.url}/ui/sign-in")
+    page.keyboard.type(ADMIN_TOKEN)  # the token field has the focus
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{stack.url}/ui")
+    page.goto(f"{stack.url}/ui/tasks?scheduler={stack.idle}")
+    expect(page.locator("#live-state")).to_have_text("Live")
+
+    page.get_by_label("Find by task id or idempotency key").fill("invoice-4711")
+    page.keyboard.press("Enter")
+
+    page.wait_for_url(f"{stack.url}/ui/tasks/{response.json()['id']}")
+    expect(page.locator("#fields")).to_contain_text("invoice-4711")
+
+
 def test_a_running_sleep_task_aborted_from_its_page_is_cancelled_in_its_consumer(
     page: Page, stack: Stack
 ) -> None:
