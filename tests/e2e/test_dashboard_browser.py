@@ -47,6 +47,8 @@ class Stack:
     url: str
     api: BlockingApi
     http: httpx.Client
+    server: ManagedProcess
+    """The `taskbroker api` process (its log is checked for tokens)."""
     worker: ManagedProcess
     scheduler: str
     idle: str
@@ -61,14 +63,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     processes = Processes(tmp_path_factory.mktemp("dashboard"), env)
     try:
         with httpx.Client(timeout=30, headers=ADMIN_HEADERS) as http:
-            _, url = processes.api()
+            server, url = processes.api()
             api = BlockingApi(http, url)
             api.register("dash")
             api.register("dash-idle")
             worker = processes.worker("worker", "dash", concurrency=2)
             processes.timeout_daemon()
             processes.start("firer", "schedule-firer").wait_for_event("schedule_firer.started")
-            yield Stack(url, api, http, worker, "dash", "dash-idle")
+            yield Stack(url, api, http, server, worker, "dash", "dash-idle")
     finally:
         processes.kill_all()
         # In a thread of its own: Playwright's event loop may still run in this one.
@@ -304,3 +306,22 @@ def test_every_page_carries_the_csp_and_requests_nothing_from_another_origin(
     assert requested
     assert foreign == []
     assert [text for text in violations if "Content Security Policy" in text] == []
+
+
+def test_the_token_is_in_no_url_the_browser_requests_and_in_no_log_line(page: Page, stack: Stack) -> None:
+    client = create_token(stack, "client", name="log check")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    sign_in(page, stack.url, client["token"])
+    task = schedule_as(stack, client["token"], stack.scheduler, {"function": f"{BUILTIN}:echo"})
+    page.goto(f"{stack.url}/ui/tasks/{task['id']}")
+    expect(page.locator("#task-state")).to_have_text("complete")
+    page.goto(f"{stack.url}/ui/tasks")
+    expect(page.locator("#live-state")).to_have_text("Live")
+
+    secret = client["token"]
+    assert requested
+    assert [url for url in requested if secret in url or ADMIN_TOKEN in url] == []
+    logs = stack.server.stdout() + stack.server.stderr()
+    assert secret not in logs
+    assert ADMIN_TOKEN not in logs
