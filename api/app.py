@@ -8,12 +8,24 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from taskbroker.api.dashboard import pages as dashboard_pages
 from taskbroker.api.dependencies import SchedulingContext
 from taskbroker.api.errors import install_error_handlers
 from taskbroker.api.event_hub import EventHub
+from taskbroker.api.finished_tally import FinishedTally
 from taskbroker.api.instrumentation import RequestMetrics
 from taskbroker.api.limits import BodySizeLimit
-from taskbroker.api.routers import events, health, reruns, schedulers, schedules, tasks, tokens
+from taskbroker.api.routers import (
+    events,
+    health,
+    overview,
+    reruns,
+    schedulers,
+    schedules,
+    tasks,
+    tokens,
+    whoami,
+)
 from taskbroker.api.routers import metrics as metrics_router
 from taskbroker.api.routers.docs import docs_router
 from taskbroker.api.scheduling_lane import LanedFastAPI
@@ -67,6 +79,7 @@ def create_app(
     app.state.tokens = backends.tokens
     app.state.event_hub = EventHub(backends.events)
     app.state.stream_slots = StreamSlots(app.state.tokens, settings)
+    app.state.finished_tally = FinishedTally(backends.events)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_laned_router(tasks.scheduling_router, lanes=lanes, max_body_bytes=settings.max_body_bytes)
@@ -76,7 +89,10 @@ def create_app(
         schedulers.router,
         schedules.router,
         tokens.router,
+        whoami.router,
+        overview.router,
         health.router,
+        dashboard_pages.router,
     ):
         app.include_router(router)
     app.include_router(events.router)

@@ -224,3 +224,35 @@ class BulkChange(BaseModel):
         description="Of a retry: every re-run pending task's message was confirmed by RabbitMQ. If "
         "false, they are published again by reconciliation (TASKBROKER_REPUBLISH_AFTER).",
     )
+class Caller(BaseModel):
+    """What `GET /whoami` answers: who the token is, so a user interface can show what its role
+    may use (the API still checks every call)."""
+
+    token_id: str
+    role: Role
+    schedulers: list[str] | None = Field(description="The schedulers it may use; null: all.")
+
+
+class SchedulerOverview(BaseModel):
+    """One scheduler's figures on the overview. Null where a server did not answer, or where
+    this API does not know the figure (``delayed``, ``paused``: see docs/api.md)."""
+
+    name: str
+    runtime: str
+    waiting: int = Field(description="Live tasks no consumer runs yet (pending).")
+    delayed: int | None = Field(default=None, description="Tasks waiting for a retry's time.")
+    running: int = Field(description="Tasks held under a consumer's lease.")
+    consumers: int | None = Field(description="Consumers attached to its queue (RabbitMQ).")
+    paused: bool | None = Field(default=None, description="Its consumers take no new tasks.")
+    completed_5m: int
+    failed_5m: int
+    completed_60m: int
+    failed_60m: int
+    throughput: list[int] = Field(
+        description="Tasks finished (any final state) in each of the last 15 minutes, oldest first."
+    )
+
+
+class Overview(BaseModel):
+    schedulers: list[SchedulerOverview]
+    generated_at: datetime

@@ -322,6 +322,30 @@ class TaskStore:
         )
 
     @redis_call
+    async def running_per_scheduler(self) -> dict[str, int]:
+        """Tasks holding a lease, per scheduler, for the dashboard's overview: O(running tasks),
+        which the consumers' concurrency bounds, never O(live tasks). The lease index holds ids
+        only, so each one's scheduler is read from its record in one pipelined round trip."""
+        ids = [str(i) for i in await self._redis.zrange(self._key("leases"), 0, -1)]
+        if not ids:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self._key("task", task_id), "scheduler")
+        counts: dict[str, int] = {}
+        for scheduler in await pipe.execute():
+            if scheduler is not None:  # finished between the two reads
+                counts[str(scheduler)] = counts.get(str(scheduler), 0) + 1
+        return counts
+
+    @redis_call
+    async def holder_of_key(self, scheduler: str, owner: str, key: str) -> UUID | None:
+        """The live task of ``scheduler`` that ``owner`` scheduled with idempotency key ``key``,
+        if any (a finished holder may still be named by the index: the caller reads the task)."""
+        held = await self._redis.get(self.idempotency_key(scheduler, owner, key))
+        return UUID(str(held)) if held is not None else None
+
+    @redis_call
     async def delete_scheduler(self, name: str, *, force: bool, now: datetime) -> list[str]:
         """Remove a scheduler; with force, abort its live tasks first. Returns the aborted ids."""
         reply = await self._run(

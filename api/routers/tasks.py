@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -38,6 +38,7 @@ from taskbroker.errors import InvalidCursor
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import SCHEDULER_NAME_PATTERN
 from taskbroker.scheduling import TaskRequest, schedule
+from taskbroker.token_models import Role
 from taskbroker.tokens import Principal
 
 log = structlog.get_logger("taskbroker.api")
@@ -233,3 +234,29 @@ async def abort_task(task_id: UUID, principal: Scheduling, store: StoreDep) -> T
     )
     metrics.task_finished(task.scheduler, TaskState.ABORTED)
     return task
+
+
+@router.get("/tasks/by-key", responses=ERRORS)
+async def find_task_by_key(
+    principal: AnyCaller,
+    store: StoreDep,
+    scheduler: Annotated[str, Query(pattern=SCHEDULER_NAME_PATTERN)],
+    key: Annotated[str, Query(min_length=1, max_length=255)],
+    owner: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9a-f]{12}$|^admin$",
+            description="The token id that scheduled it (default: the caller's own); a client's "
+            "own, whatever it names",
+        ),
+    ] = None,
+) -> Task:
+    """The live task of ``scheduler`` scheduled with idempotency key ``key`` (keys are per token,
+    so by ``owner``); 404 when no live task holds it."""
+    require_scheduler(principal, scheduler)
+    if principal.role is Role.CLIENT or owner is None:
+        owner = principal.token_id  # a client's lookups never touch another client's keys
+    holder = await store.holder_of_key(scheduler, owner, key)
+    if holder is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live task of {scheduler!r} holds that key")
+    return require_visible(principal, await store.get(holder))

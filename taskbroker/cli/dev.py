@@ -61,6 +61,7 @@ def banner(url: str, embedded: bool, admin_token: str, generated: bool) -> str:
         f'  curl -s -X POST {url}/task/schedule -H "Authorization: Bearer $TASKBROKER_TOKEN" \\\n'
         f"       -H 'Content-Type: application/json' -d '{example}'\n"
         f'  curl -s -H "Authorization: Bearer $TASKBROKER_TOKEN" {url}/task/<id from the answer>\n\n'
+        f"Dashboard (sign in with the admin token): {url}/ui\n"
         f"API docs (no token needed in dev): {url}/docs   Stop: Ctrl-C\n"
     )
 

@@ -34,7 +34,7 @@ def _start_dev(processes: Processes) -> tuple[ManagedProcess, str]:
 
 
 def test_dev_runs_an_echo_task_on_embedded_servers(serverless: Processes, http: httpx.Client) -> None:
-    _, url = _start_dev(serverless)
+    dev, url = _start_dev(serverless)
     api = BlockingApi(http, url)
 
     task = api.schedule(
@@ -47,6 +47,7 @@ def test_dev_runs_an_echo_task_on_embedded_servers(serverless: Processes, http: 
     assert final["attempts"] == 1
     assert [s["name"] for s in http.get(f"{url}/schedulers").json()] == ["default"]
     assert http.get(f"{url}/ready").status_code == 200
+    assert f"Dashboard (sign in with the admin token): {url}/ui" in dev.stdout()
 
 
 def test_dev_drains_its_consumer_and_exits_0_on_sigterm(serverless: Processes, http: httpx.Client) -> None:

@@ -46,6 +46,9 @@ def test_the_wheel_installs_one_top_level_package_taskbroker(wheel: Path) -> Non
     assert top_level == {"taskbroker"}
     for module in ("api/app.py", "runtimes/base.py", "scheduler_worker/consumer.py", "lua/claim.lua"):
         assert f"taskbroker/{module}" in names, module
+    dashboard = ("templates/base.html", "templates/tasks.html", "static/dashboard.css", "static/js/api.js")
+    for file in dashboard:
+        assert f"taskbroker/api/dashboard/{file}" in names, file
 
 
 def _user_project(root: Path) -> Path:
@@ -87,9 +90,12 @@ def test_dev_from_the_installed_wheel_runs_a_task_of_a_project_with_its_own_api_
 
         task = api.schedule("default", {"function": "usertasks:double", "kwargs": {"n": 21}})
         final = api.wait_for_state(task["id"])
+        page, script = http.get(f"{url}/ui/tasks"), http.get(f"{url}/ui/static/js/tasks.js")
     finally:
         dev.kill()
         dev.close_logs()
 
     assert final["state"] == "complete", final
     assert final["result"] == {"n": 42, "api": "the project's own api"}
+    assert page.status_code == 200  # the dashboard's files came with the wheel
+    assert script.status_code == 200
