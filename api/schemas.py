@@ -224,6 +224,8 @@ class BulkChange(BaseModel):
         description="Of a retry: every re-run pending task's message was confirmed by RabbitMQ. If "
         "false, they are published again by reconciliation (TASKBROKER_REPUBLISH_AFTER).",
     )
+
+
 class Caller(BaseModel):
     """What `GET /whoami` answers: who the token is, so a user interface can show what its role
     may use (the API still checks every call)."""
