@@ -29,8 +29,10 @@ LAST = (ID_PART_MAX, ID_PART_MAX)
 
 class EventKind(enum.StrEnum):
     """A task's state after the change, or ``requeued``: its consumer was lost and it is pending
-    again, to run once more."""
+    again, to run once more. ``delayed`` carries a ``reason`` (delay, retry or manual) and its
+    ``not_before``."""
 
+    DELAYED = "delayed"
     PENDING = "pending"
     RUNNING = "running"
     COMPLETE = "complete"
@@ -47,6 +49,12 @@ class EventKind(enum.StrEnum):
 _FINAL = frozenset({EventKind.COMPLETE, EventKind.FAILED, EventKind.ABORTED, EventKind.TIMEOUT})
 
 
+class DelayReason(enum.StrEnum):
+    DELAY = "delay"
+    RETRY = "retry"
+    MANUAL = "manual"
+
+
 class TaskEvent(BaseModel):
     """One state change of one task (the ``data`` of an SSE message)."""
 
@@ -59,6 +67,10 @@ class TaskEvent(BaseModel):
     attempt: int
     at: datetime
     owner: str | None = Field(default=None, description="Id of the token that scheduled the task.")
+    reason: DelayReason | None = Field(
+        default=None, description="Of a `delayed` event: why (a delay asked for, a retry, by hand)."
+    )
+    not_before: datetime | None = Field(default=None, description="Of a `delayed` event: when it is due.")
 
 
 class InvalidEventId(TaskbrokerError, ValueError):

@@ -24,6 +24,7 @@ from taskbroker.store import redis_call
 
 
 def event_from_entry(entry_id: str, fields: dict[str, str]) -> TaskEvent:
+    not_before = fields.get("not_before")
     return TaskEvent(
         id=entry_id,
         task_id=UUID(fields["task"]),
@@ -32,6 +33,8 @@ def event_from_entry(entry_id: str, fields: dict[str, str]) -> TaskEvent:
         attempt=int(fields.get("attempt") or 0),
         at=datetime.fromtimestamp(float(fields["at"]), UTC),
         owner=fields.get("owner") or None,
+        reason=fields.get("reason") or None,
+        not_before=None if not_before is None else datetime.fromtimestamp(float(not_before), UTC),
     )
 
 

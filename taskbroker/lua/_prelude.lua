@@ -8,6 +8,10 @@ local events = prefix .. ':events'
 -- first (reconciliation: a message that was never confirmed, or was lost in RabbitMQ).
 -- `republish_after` (seconds) is defined by TaskStore ahead of this prelude (a setting).
 local unclaimed = prefix .. ':unclaimed'
+-- Delayed tasks by when they are due (not_before, epoch seconds): the timeout daemon releases
+-- the due ones (release_due). `{prefix}:delayed_counts` holds how many each scheduler has (metrics).
+local delayed = prefix .. ':delayed'
+local delayed_counts = prefix .. ':delayed_counts'
 
 local function task_key(id)
   return prefix .. ':task:' .. id
@@ -49,11 +53,11 @@ end
 -- What transitions read of a task, in one HMGET; nil for a task that is not stored.
 local function read_task(id)
   local f = redis.call('HMGET', task_key(id), 'state', 'scheduler', 'attempts', 'owner', 'events',
-    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url', 'attributes')
+    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url', 'attributes', 'retry')
   if not f[1] then return nil end
   return {id = id, state = f[1], scheduler = f[2], attempts = f[3] or '0', owner = f[4] or '',
     events = f[5], lease_owner = f[6], lease_until = f[7], timeout = f[8], idem = f[9],
-    callback_url = f[10], attributes_inline = f[11] and true or false}
+    callback_url = f[10], attributes_inline = f[11] and true or false, retry = f[12]}
 end
 
 -- Idempotency keys ({prefix}:idem:{scheduler}:{hash}) name the live task that holds them.
@@ -63,7 +67,7 @@ local function idempotency_holder(idem)
   local id = redis.call('GET', idem)
   if not id then return false end
   local state = redis.call('HGET', task_key(id), 'state')
-  if state == 'pending' or state == 'running' then return id end
+  if state == 'pending' or state == 'running' or state == 'delayed' then return id end
   return false
 end
 
@@ -77,12 +81,51 @@ end
 -- entries, space separated), which the caller writes with the rest of its change: that is how
 -- GET /task/{id}/events finds a task's events in O(its events), with no per-task key.
 -- `events_max_length` is defined by TaskStore ahead of this prelude (a setting).
-local function emit(task, state, now)
-  local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
-    'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
-    'owner', task.owner, 'at', now)
+-- `extra` (optional) is a flat list of more field/value pairs (a delay's reason and not_before).
+local function emit(task, state, now, extra)
+  local event_id
+  if extra then
+    event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+      'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+      'owner', task.owner, 'at', now, unpack(extra))
+  else
+    event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+      'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+      'owner', task.owner, 'at', now)
+  end
   if task.events then return task.events .. ' ' .. event_id end
   return event_id
+end
+
+-- A task leaves the delayed index (released, or final while delayed): the index and the
+-- scheduler's count lose it together.
+local function undelay(task)
+  redis.call('ZREM', delayed, task.id)
+  if redis.call('HINCRBY', delayed_counts, task.scheduler, -1) <= 0 then
+    redis.call('HDEL', delayed_counts, task.scheduler)
+  end
+end
+
+-- Move a live task (as read_task read it) into `delayed` until `not_before` (epoch seconds,
+-- text): its message, if any, is no longer wanted (a duplicate is dropped at claim), a running
+-- task's lease goes, and an event `delayed` says why (`reason`: delay, retry or manual). The
+-- one way into the delayed state, for every script (create writes its own record, then
+-- indexes it through here with `fresh`).
+local function delay_task(task, not_before, reason, now, fresh)
+  local key = task_key(task.id)
+  local event = emit(task, 'delayed', now, {'reason', reason, 'not_before', not_before})
+  redis.call('HSET', key, 'state', 'delayed', 'not_before', not_before, 'events', event)
+  if not fresh then
+    if task.lease_owner then
+      redis.call('HDEL', key, 'lease_owner', 'lease_until')
+      redis.call('ZREM', leases, task.id)
+    end
+    redis.call('ZREM', unclaimed, task.id)
+  end
+  if task.state ~= 'delayed' then redis.call('HINCRBY', delayed_counts, task.scheduler, 1) end
+  redis.call('ZADD', delayed, not_before, task.id)
+  task.state = 'delayed'
+  task.events = event
 end
 
 -- Write a live task's final state (the task as read_task read it) and start its retention
@@ -110,6 +153,11 @@ end
 local function finalize(task, state, now, retention_ms, result, err)
   write_final(task, state, now, retention_ms, result, err)
   redis.call('ZREM', deadlines, task.id)
-  redis.call('ZREM', unclaimed, task.id)
+  if task.state == 'delayed' then undelay(task) else redis.call('ZREM', unclaimed, task.id) end
   redis.call('SREM', live_key(task.scheduler), task.id)
+end
+
+-- A task is live: delayed, pending or running.
+local function is_live(state)
+  return state == 'pending' or state == 'running' or state == 'delayed'
 end
