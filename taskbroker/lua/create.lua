@@ -27,7 +27,7 @@ for i = 3, #ARGV, stride do
     if redis.call('HEXISTS', schedulers, scheduler) == 0 then
       return {'unknown_scheduler', scheduler}
     end
-    checked[scheduler] = redis.call('HGET', scheduler_defaults, scheduler) or 
+    checked[scheduler] = redis.call('HGET', scheduler_defaults, scheduler) or ''
   end
 end
 local reply = {'ok'}
