@@ -24,7 +24,6 @@ from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.support import flaky
 from tests.support.inprocess import TEST_ALLOW, Api, running_consumer
 from tests.support.recorder import Recording
-from tests.support.waiting import eventually
 
 SCHEDULER = "retries"
 ALLOW = (*TEST_ALLOW, flaky.MODULE)
