@@ -144,7 +144,8 @@ async def schedule(
         with contextlib.suppress(StoreUnavailable):
             await store.discard([t.id for t in created])
         raise
-    keyed = [t for t in created if t.key and t.not_before is None]
+    # Delayed tasks too: published means "its request succeeded", so a late discard spares it.
+    keyed = [t for t in created if t.key]
     if keyed:
         await _mark_keyed_published(store, keyed)
     for task in created:

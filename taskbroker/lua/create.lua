@@ -4,7 +4,8 @@
 -- yet confirmed refuses the whole call ('unconfirmed'), so a caller is never told of a task that
 -- may yet be discarded.
 -- A task with a not_before is stored `delayed` (delay_task), not pending: nothing is published
--- for it now, so it is marked published at once (an idempotency repeat may be told of it). A task
+-- for it now. Like a pending one it is marked published (`published`) only once its request
+-- has succeeded, so that a request refused 503 still discards it. A task
 -- without its own retry policy or attempt_timeout gets its scheduler's (register_scheduler
 -- keeps them in {prefix}:scheduler_defaults); its reply item says which it got: 'new' or
 -- 'new:<retry>;<attempt_timeout>'.
@@ -64,8 +65,6 @@ for i = 3, #ARGV, stride do
       'created_at', now, 'attempts', 0, 'owner', task.owner}
     if not_before == '' then
       record[#record + 1] = 'events'; record[#record + 1] = emit(task, 'pending', now)
-    else
-      record[#record + 1] = 'published'; record[#record + 1] = '1'
     end
     if retry ~= '' then record[#record + 1] = 'retry'; record[#record + 1] = retry end
     if attempt_timeout ~= '' then

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from taskbroker.backends import Backends
 from taskbroker.event_models import EventKind, TaskEvent
 from taskbroker.settings import Settings
+from taskbroker.store import NewTask
 from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.support import flaky
 from tests.support.inprocess import TEST_ALLOW, Api, running_consumer
@@ -415,3 +416,31 @@ async def test_plain_scheduler_definition_is_stored_as_before(api: Api, backends
     assert task["retry"] is None
     assert task["attempt_timeout"] is None
     assert task["errors"] == []
+
+
+async def test_delayed_task_of_a_refused_request_is_discarded_with_it(api: Api, backends: Backends) -> None:
+    await api.register(SCHEDULER)
+    now = datetime.now(UTC)
+    task = NewTask(uuid4(), SCHEDULER, NOOP, now + timedelta(hours=1), not_before=now + timedelta(minutes=5))
+    await backends.store.create([task], now=now)
+    assert await backends.store.delayed_count() == 1
+
+    await backends.store.discard([task.id])
+
+    assert await backends.store.delayed_count() == 0
+    assert await backends.store.live_count(SCHEDULER) == 0
+    assert (await backends.store.live_census()).delayed_per_scheduler == {SCHEDULER: 0}
+
+
+async def test_repeated_key_of_a_delayed_task_answers_that_task(api: Api, backends: Backends) -> None:
+    await api.register(SCHEDULER)
+    first = await _schedule(api, {"attributes": NOOP, "delay": 60, "key": "once"})
+
+    again = await api.http.post(
+        "/task/schedule", json={"scheduler": SCHEDULER, "attributes": NOOP, "delay": 60, "key": "once"}
+    )
+
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first["id"]
+    assert again.json()["state"] == "delayed"
+    assert await backends.store.delayed_count() == 1
