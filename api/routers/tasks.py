@@ -89,14 +89,13 @@ async def _accept(
 ) -> list[TaskRequest]:
     """Permissions and limits for each task, then the rate limit for the whole request."""
     settings = context.settings
-    now = utcnow()
     starts = []
     for body in bodies:
         require_scheduler(principal, body.scheduler)
         check_task_input(body.attributes, body.timeout, settings)
         if body.callback_url is not None:
             check_callback_url(body.callback_url, settings)
-        start = body.start_after(now) if body.delay is not None or body.not_before is not None else None
+        start = body.start_after(utcnow()) if body.delay is not None or body.not_before is not None else None
         check_start_time(start, body.timeout, settings)
         starts.append(start)
     check_unique_keys(bodies)
