@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,7 @@ MAX_ATTEMPTS = 1000
 MAX_DELAY = 366 * 86400.0
 """Seconds any delay (backoff, ``delay``, ``attempt_timeout``) may be: a year, well inside the
 API's date range (taskbroker.models.LATEST) however it is added."""
+DEFAULT_MAX_DELAY = 300.0
 KEPT_ERRORS = 10
 """The errors of this many latest attempts are kept on a task (``Task.errors``)."""
 
@@ -38,8 +39,25 @@ class RetryPolicy(BaseModel):
     backoff_factor: float = Field(
         default=2.0, ge=1, le=100, allow_inf_nan=False, description="Each retry waits this many times longer."
     )
-    max_delay: Seconds = Field(default=300.0, description="No retry waits longer than this (seconds).")
+    max_delay: Seconds = Field(
+        default=DEFAULT_MAX_DELAY,
+        description="No retry waits longer than this (seconds). Default: 300, or initial_delay if longer.",
+    )
     jitter: bool = Field(default=False, description="Wait a uniform random part of the delay (full jitter).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cap_not_below_start(cls, data: Any) -> Any:
+        """Without a max_delay, a long initial_delay is its own cap (not a 422)."""
+        if isinstance(data, dict) and "max_delay" not in data:
+            initial = data.get("initial_delay")
+            if (
+                isinstance(initial, int | float)
+                and not isinstance(initial, bool)
+                and initial > DEFAULT_MAX_DELAY
+            ):
+                return {**data, "max_delay": initial}
+        return data
 
     @model_validator(mode="after")
     def _cap_not_below_start(self) -> RetryPolicy:

@@ -84,3 +84,8 @@ def test_client_refuses_a_not_before_without_a_timezone() -> None:
         schedule_call(TaskSpec("s", {}, not_before=datetime(2030, 1, 1)))
     sent = schedule_call(TaskSpec("s", {}, not_before=datetime(2030, 1, 1, tzinfo=UTC))).json
     assert sent["not_before"] == "2030-01-01T00:00:00+00:00"
+
+
+def test_a_long_initial_delay_without_a_max_delay_is_its_own_cap() -> None:
+    assert RetryPolicy(initial_delay=600).max_delay == 600
+    assert RetryPolicy(initial_delay=10).max_delay == 300
