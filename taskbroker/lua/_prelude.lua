@@ -110,7 +110,9 @@ end
 -- text): its message, if any, is no longer wanted (a duplicate is dropped at claim), a running
 -- task's lease goes, and an event `delayed` says why (`reason`: delay, retry or manual). The
 -- one way into the delayed state, for every script (create writes its own record, then
--- indexes it through here with `fresh`).
+-- indexes it through here with `fresh`). It leaves the deadline index and the live set alone:
+-- a live task is in both already; a caller reviving a final task (a manual retry) adds it to
+-- them, and removes the record's TTL, itself.
 local function delay_task(task, not_before, reason, now, fresh)
   local key = task_key(task.id)
   local event = emit(task, 'delayed', now, {'reason', reason, 'not_before', not_before})

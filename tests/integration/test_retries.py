@@ -444,3 +444,27 @@ async def test_repeated_key_of_a_delayed_task_answers_that_task(api: Api, backen
     assert again.json()["id"] == first["id"]
     assert again.json()["state"] == "delayed"
     assert await backends.store.delayed_count() == 1
+
+
+async def test_plain_function_past_its_attempt_timeout_is_retried_only_once_it_has_returned(
+    api: Api, settings: Settings, backends: Backends, recording: Recording
+) -> None:
+    await api.register(SCHEDULER)
+    # A thread cannot be stopped from outside: the retry must wait for the first run to return.
+    attributes = recording.call("thread", first_run_seconds=1.5)
+    task = await _schedule(
+        api,
+        {"attributes": attributes, "attempt_timeout": 0.3, "retry": {"max_attempts": 2, "initial_delay": 0}},
+    )
+
+    async with (
+        running_daemon(settings, backends),
+        running_consumer(settings, backends, SCHEDULER, allow=ALLOW),
+    ):
+        final = await api.wait_for_state(task["id"])
+
+    assert final["state"] == "complete"
+    assert final["attempts"] == 2
+    events = recording.events("thread")
+    assert [(e.event, e.run) for e in events] == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    assert events[2].at >= events[1].at
