@@ -44,6 +44,18 @@ def _invalid(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
+def check_start_time(not_before: datetime | None, timeout: datetime | None, settings: Settings) -> None:
+    """422 for a delayed task that would only become due at or after its timeout (the default
+    timeout, when it gives none)."""
+    if not_before is None:
+        return
+    if not_before >= (timeout or utcnow() + settings.default_timeout):
+        raise _invalid(
+            "not_before",
+            "the task would become due at or after its timeout: give a shorter delay or a later timeout",
+        )
+
+
 def check_task_input(attributes: dict[str, Any], timeout: datetime | None, settings: Settings) -> None:
     """422 for attributes too large or too deep, and for a timeout too far ahead."""
     try:

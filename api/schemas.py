@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taskbroker.models import AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
+from taskbroker.models import AttemptTimeout, AwareDatetime, SchedulerName, Task, UnicodeText, utcnow
 from taskbroker.queue.base import MAX_PRIORITY
+from taskbroker.retry_policy import MAX_DELAY, RetryPolicy
 from taskbroker.token_models import Role, TokenRecord
 from taskbroker.tokens import check_scope
 
@@ -62,12 +63,49 @@ class ScheduleRequest(BaseModel):
         "is POSTed there, signed (docs/api.md, Webhooks).",
     )
 
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="Run no earlier than this (ISO-8601 with a timezone): the task waits `delayed` "
+        "until then. Before `timeout`; not with `delay`.",
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY,
+        allow_inf_nan=False,
+        description="Run no earlier than this many seconds from now (as `not_before`).",
+    )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="How failed attempts are retried (docs/retries.md). Default: the scheduler's "
+        "policy, else no retry.",
+    )
+    attempt_timeout: AttemptTimeout | None = Field(
+        default=None,
+        description="Seconds one attempt may run; past it the attempt is cancelled and counts as "
+        "failed (and retryable). Default: the scheduler's, else no limit.",
+    )
+
     @field_validator("timeout")
     @classmethod
     def _in_future(cls, value: datetime | None) -> datetime | None:
         if value is not None and value <= utcnow():
             raise ValueError("timeout is in the past: give a time after now")
         return value
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> ScheduleRequest:
+        if self.not_before is not None and self.delay is not None:
+            raise ValueError("give not_before or delay, not both")
+        if self.not_before is not None and self.timeout is not None and self.not_before >= self.timeout:
+            raise ValueError("not_before must be before the task's timeout")
+        return self
+
+    def start_after(self, now: datetime) -> datetime | None:
+        """When the task may first run, if it is delayed (``delay`` counts from ``now``)."""
+        if self.delay is not None:
+            return now + timedelta(seconds=self.delay)
+        return self.not_before
 
 
 class BatchScheduleRequest(BaseModel):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.daemon import timeout_daemon_costs
+from bench.delayed import delayed_release_costs
 from bench.harness import REPO, machine_speed, progress, redis_client
 from bench.ours import Ours
 from bench.peers import celery_end_to_end, celery_publish_rate, dramatiq_end_to_end
@@ -47,6 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--live", default="0,1000000", help="live task counts for the idle sweep cost, comma separated"
     )
+    parser.add_argument("--release", type=int, default=100_000, help="due delayed tasks the daemon releases")
+    parser.add_argument(
+        "--delayed-waiting",
+        default="0,1000000",
+        help="delayed task counts for the idle sweep, comma separated",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="measure taskbroker only")
     parser.add_argument("--skip-daemon", action="store_true", help="leave out the timeout daemon")
     parser.add_argument(
@@ -63,6 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.tasks, args.requests, args.rate, args.rate_seconds, args.rounds = 500, 300, 200.0, 1.0, 1
         args.memory_tasks, args.expire, args.live = 1000, 2000, "0,20000"
+        args.release, args.delayed_waiting = 2000, "0,20000"
     return args
 
 
@@ -205,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         live = [int(n) for n in args.live.split(",") if n.strip()]
         progress(f"timeout daemon: expire {args.expire:,}; idle sweeps with {live} live tasks")
         results["timeout_daemon"] = timeout_daemon_costs(args.expire, live)
+        waiting = [int(n) for n in args.delayed_waiting.split(",") if n.strip()]
+        progress(
+            f"timeout daemon: release {args.release:,} due delayed tasks; idle sweeps with {waiting} waiting"
+        )
+        results["delayed_release"] = delayed_release_costs(args.release, waiting)
     results["run_seconds"] = round(time.perf_counter() - clock, 1)
     output = args.output or RESULTS / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         timings = [sweeps[k] for k in sorted(sweeps, key=int)]
         # "Flat": the largest index costs no more than twice the empty one plus a millisecond.
         flat = timings[-1] <= 2 * timings[0] + 1.0
+    release = _get(results, "delayed_release", "release_seconds")
+    released = _get(results, "delayed_release", "released")
+    waiting = _get(results, "delayed_release", "idle_sweep_ms") or {}
+    waiting_flat = None
+    if len(waiting) >= 2:
+        timings = [waiting[k] for k in sorted(waiting, key=int)]
+        waiting_flat = timings[-1] <= 2 * timings[0] + 1.0
     return [
         (
             "1a. end to end >= 1.0x Dramatiq",
@@ -86,6 +93,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             "5b. idle sweep flat in live tasks",
             ", ".join(f"{k}: {v} ms" for k, v in sweeps.items()) or "-",
             flat,
+        ),
+        (
+            f"7a. release {_num(released)} due delayed tasks < 2 s",
+            f"{release} s" if release is not None else "-",
+            None if release is None else release < 2,
+        ),
+        (
+            "7b. idle sweep flat in delayed tasks waiting",
+            ", ".join(f"{k}: {v} ms" for k, v in waiting.items()) or "-",
+            waiting_flat,
         ),
     ]
 
@@ -184,6 +201,13 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"Timeout daemon: expired {_num(daemon.get('expired'))} due tasks in "
             f"{daemon.get('expire_seconds')} s; idle sweep {sweeps}"
+        )
+    delayed = results.get("delayed_release")
+    if delayed:
+        sweeps = ", ".join(f"{k} waiting: {v} ms" for k, v in delayed.get("idle_sweep_ms", {}).items())
+        lines.append(
+            f"Delayed tasks: released and published {_num(delayed.get('released'))} due tasks in "
+            f"{delayed.get('release_seconds')} s; idle sweep {sweeps}"
         )
     lines += ["", "| target | came to | met |", "| --- | --- | --- |"]
     for name, value, met in targets(results):

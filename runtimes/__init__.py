@@ -7,6 +7,7 @@ from taskbroker.runtimes.base import (
     RuntimeConfigError,
     TaskCancelled,
     TaskFailed,
+    TaskRetry,
     cancel_raises_task_cancelled,
     parse_attributes,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "RuntimeConfigError",
     "TaskCancelled",
     "TaskFailed",
+    "TaskRetry",
     "cancel_raises_task_cancelled",
     "parse_attributes",
 ]

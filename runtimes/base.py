@@ -36,13 +36,38 @@ RunState = TypeVar("RunState")
 
 
 class TaskFailed(Exception):
-    """Raised by ``run`` when the task failed; its message becomes the task's ``error``.
+    """Raised by ``run`` when the attempt failed; its message becomes the task's ``error``.
 
     Write the message for the person who scheduled the task: what failed and, if the output
     shows why, the last lines of it (keep it to a few KiB). Any other exception from ``run``
-    fails the task too, with ``"<ExceptionType>: <message>"`` as its error; neither ever stops
+    fails the attempt too, with ``"<ExceptionType>: <message>"`` as its error; neither ever stops
     the consumer.
+
+    A failed attempt is retried when the task's retry policy has attempts left
+    (docs/retries.md). Raise ``TaskFailed(message, retry=False)`` for a failure that no retry
+    can mend (invalid attributes, a missing image): the task then fails at once.
     """
+
+    def __init__(self, *args: object, retry: bool = True) -> None:
+        super().__init__(*args)
+        self.retry = retry
+        """False: fail the task now, whatever attempts its retry policy has left."""
+
+
+class TaskRetry(Exception):
+    """Raised by ``run`` to ask for another attempt: the attempt counts as failed with
+    ``message`` as its error, and the task is retried if its retry policy has attempts left
+    (``max_attempts`` is honoured; without a policy the task fails, saying so), ``after``
+    seconds from now when given, else after the policy's backoff. A retry that would come after
+    the task's timeout is not made: the task fails.
+    """
+
+    def __init__(self, after: float | None = None, message: str = "") -> None:
+        super().__init__(message or "the task asked for a retry")
+        if after is not None and not 0 <= after < float("inf"):
+            raise ValueError("after must be a finite number of seconds, at least 0")
+        self.after = after
+        self.message = message
 
 
 class TaskCancelled(Exception):
@@ -117,9 +142,11 @@ class Runtime(abc.ABC):
         TaskFailed saying what is wrong (``parse_attributes`` does both). The return value must
         be JSON-serialisable (keep it small: it is stored in Redis with the task); it becomes the
         task's ``result`` and the task ends ``complete``. Raise TaskFailed (or any exception) to
-        end it ``failed``; a failure to even submit the work (an image that cannot be pulled)
-        must raise too, at once, never leave the task ``running``. Raise TaskCancelled if
-        ``cancel`` stopped this run.
+        fail the attempt: the task ends ``failed``, or is retried when its retry policy has
+        attempts left (``TaskFailed(..., retry=False)`` never is); raise TaskRetry to ask for a
+        retry, optionally ``after`` some seconds. A failure to even submit the work (an image
+        that cannot be pulled) must raise too, at once, never leave the task ``running``. Raise
+        TaskCancelled if ``cancel`` stopped this run.
 
         May take hours: the consumer keeps the task's lease alive meanwhile. ``cancel`` can arrive
         at any point after ``run`` was called, including while it is still starting the work, so
@@ -132,7 +159,8 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def cancel(self, task: Task) -> None:
-        """Stop the live run of ``task`` (aborted, past its timeout, or its lease lost), then return.
+        """Stop the live run of ``task`` (aborted, past its timeout or its ``attempt_timeout``,
+        or its lease lost), then return.
 
         Return quickly: start the stop (a signal, a delete call) and leave slow escalation to the
         run or to ``wait_stopped``; the consumer calls ``cancel`` from its heartbeat. After it
@@ -145,11 +173,11 @@ class Runtime(abc.ABC):
     async def wait_stopped(self, task: Task) -> None:
         """Return once nothing of a cancelled run of ``task`` still executes.
 
-        At shutdown the consumer hands unfinished tasks to other replicas only after this
-        returns, so a run that ``cancel`` could not stop at once (a thread, a container that
-        ignores SIGTERM) never overlaps with the next attempt. Return at once if nothing of the
-        task is running. The default suits runtimes whose ``run`` raises TaskCancelled only once
-        the work has stopped.
+        At shutdown, and after a run cancelled at its ``attempt_timeout``, the consumer lets
+        the next attempt start only after this returns, so a run that ``cancel`` could not stop
+        at once (a thread, a container that ignores SIGTERM) never overlaps with the next one.
+        Return at once if nothing of the task is running. The default suits runtimes whose
+        ``run`` raises TaskCancelled only once the work has stopped.
         """
 
 
@@ -162,7 +190,8 @@ def parse_attributes(model: type[Attributes], task: Task, *, runtime: str) -> At
     Call it first in ``run``, with ``runtime=self.name``: the attributes come unvalidated from
     an API client, and the error (``invalid attributes for the <runtime> runtime: field:
     problem; ...``) is written for that client. Give ``model`` ``extra="forbid"`` so that a
-    misspelt attribute fails the task instead of running it with a default.
+    misspelt attribute fails the task instead of running it with a default. The failure is not
+    retried (``retry=False``): the same attributes would fail again.
     """
     try:
         return model.model_validate(task.attributes)
@@ -171,7 +200,7 @@ def parse_attributes(model: type[Attributes], task: Task, *, runtime: str) -> At
             f"{'.'.join(str(part) for part in error['loc']) or 'attributes'}: {error['msg']}"
             for error in exc.errors(include_url=False)
         )
-        raise TaskFailed(f"invalid attributes for the {runtime} runtime: {problems}") from exc
+        raise TaskFailed(f"invalid attributes for the {runtime} runtime: {problems}", retry=False) from exc
 
 
 class RunRegistry(Generic[RunState]):

@@ -213,24 +213,29 @@ class InlineRuntime(Runtime):
                 # Before 0.2 taskbroker installed its runtimes as a top-level `runtimes` package.
                 raise TaskFailed(
                     f"{module_name!r} is now 'taskbroker.{module_name}' (taskbroker installs everything "
-                    f"under its own name): name the function 'taskbroker.{function}'"
+                    f"under its own name): name the function 'taskbroker.{function}'",
+                    retry=False,
                 )
             raise TaskFailed(
                 f"module {module_name!r} is not on this consumer's allow-list {list(self.config.allow)}: "
-                "start the consumer with --allow to permit it"
+                "start the consumer with --allow to permit it",
+                retry=False,
             )
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise TaskFailed(f"cannot load {function!r}: {exc}") from exc
         if not hasattr(module, attribute):
-            raise TaskFailed(f"cannot load {function!r}: module {module_name!r} has no {attribute!r}")
+            raise TaskFailed(
+                f"cannot load {function!r}: module {module_name!r} has no {attribute!r}", retry=False
+            )
         target = runnable(module, attribute)
         if target is None:
             raise TaskFailed(
                 f"{function!r} may not run: Inline runs only public functions (def or async def) "
                 f"defined in {module_name!r} itself or named in its __all__, not classes, builtins, "
-                "callable objects, names it imports or names starting with '_'"
+                "callable objects, names it imports or names starting with '_'",
+                retry=False,
             )
         found = self._resolved[function] = (target, inspect.iscoroutinefunction(target))
         return found

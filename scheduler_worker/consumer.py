@@ -13,7 +13,12 @@ The order of steps is what makes the guarantees (docs/operations.md, "Delivery g
    and the daemon make that immediate; the heartbeat is the backstop. A consumer cut off from
    Redis cannot renew, so it fences itself: it cancels a run before that run's lease can lapse,
    so another consumer that takes the task over never runs it at the same time.
-4. ``finish`` records the outcome only if the lease is still this consumer's.
+4. ``finish`` records the outcome only if the lease is still this consumer's. A failed attempt
+   of a task with a retry policy goes through ``fail_attempt`` instead, which (under the same
+   lease check) moves it to ``delayed`` for its backoff or fails it (docs/retries.md).
+5. An attempt past its ``attempt_timeout`` is cancelled through the runtime; once the runtime
+   says nothing of it still runs (``wait_stopped``, the lease held meanwhile) it counts as a
+   failed, retryable attempt, so a retry never overlaps the attempt it follows.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -36,11 +42,13 @@ from taskbroker.models import Task, TaskState
 from taskbroker.names import queue_name
 from taskbroker.queue.base import Delivery, QueueBroker, Subscription
 from taskbroker.recovery import republish
-from taskbroker.runtimes.base import Runtime, TaskCancelled, TaskFailed
+from taskbroker.retry_policy import RetryPolicy
+from taskbroker.runtimes.base import Runtime, TaskCancelled, TaskFailed, TaskRetry
 from taskbroker.settings import Settings
-from taskbroker.store import ClaimOutcome, TaskStore
+from taskbroker.store import AttemptOutcome, ClaimOutcome, TaskStore
 
 log = structlog.get_logger("taskbroker.worker")
+R = TypeVar("R")
 
 RESUBSCRIBE_BACKOFF_CAP = 5.0
 """Seconds between subscribe attempts at most: how soon a consumer finds its queue declared again."""
@@ -48,6 +56,10 @@ STABLE_SUBSCRIPTION = 30.0
 """A subscription that lasted this many seconds was healthy: after its loss the backoff starts over."""
 FAILURE_WARNING_INTERVAL = 60.0
 """Failed subscribe attempts in a row log one warning per this many seconds (the rest at debug)."""
+ATTEMPT_TIMED_OUT = "attempt_timeout"
+"""The cancel reason of a run past its attempt_timeout: it keeps its lease until it has stopped."""
+NO_RETRY_BEFORE_TIMEOUT = " (not retried: the next attempt would come after the task's timeout)"
+NO_POLICY = RetryPolicy(max_attempts=1)
 
 
 def new_consumer_id() -> str:
@@ -62,6 +74,8 @@ class _Run:
     ended: bool = False
     cancel_reason: str | None = None
     log: Any = field(default=None)
+    timer: asyncio.TimerHandle | None = None
+    """Cancels the run at its attempt_timeout."""
 
 
 class Consumer:
@@ -89,6 +103,7 @@ class Consumer:
         self._waiting: deque[tuple[float, Delivery]] = deque()
         self._delivery_ready = asyncio.Event()
         self._runs: dict[str, _Run] = {}
+        self._timeouts: set[asyncio.Task[None]] = set()
         self._draining = False
         self.ready = asyncio.Event()
         """Set while the consumer is subscribed to its queue, cleared while it is not (a lost
@@ -285,28 +300,112 @@ class Consumer:
         self._runs[key] = run
         run.log.info("task.started")
         started = metrics.run_started(task)
+        if task.attempt_timeout is not None:
+            run.timer = asyncio.get_running_loop().call_later(
+                task.attempt_timeout, self._attempt_timed_out, key
+            )
         try:
             try:
                 result = await self._runtime.run(task)
             except TaskCancelled:
-                run.log.info("task.cancelled", reason=run.cancel_reason)
-                return
+                if run.cancel_reason != ATTEMPT_TIMED_OUT:
+                    run.log.info("task.cancelled", reason=run.cancel_reason)
+                    return
+                await self._runtime.wait_stopped(task)
+                await self._failed(
+                    run,
+                    f"attempt {task.attempts} ran longer than its attempt_timeout of "
+                    f"{task.attempt_timeout:g} s and was cancelled",
+                )
+            except TaskRetry as exc:
+                await self._failed(
+                    run, exc.message or "the task asked for a retry", after=exc.after, asked=True
+                )
             except Exception as exc:  # a runtime's failure is the task's failure, never the consumer's
-                error = str(exc) if isinstance(exc, TaskFailed) else f"{type(exc).__name__}: {exc}"
-                await self._record(run, TaskState.FAILED, error=error)
+                if isinstance(exc, TaskFailed):
+                    await self._failed(run, str(exc), retryable=exc.retry)
+                else:
+                    await self._failed(run, f"{type(exc).__name__}: {exc}")
             else:
                 await self._record(run, TaskState.COMPLETE, result=result)
         finally:
+            if run.timer is not None:
+                run.timer.cancel()
             metrics.run_ended(task.scheduler, started)
             run.ended = True
             if run.cancel_reason != "shutdown":
                 self._runs.pop(key, None)
 
+    def _attempt_timed_out(self, task_id: str) -> None:
+        stop = asyncio.ensure_future(self._cancel(task_id, reason=ATTEMPT_TIMED_OUT))
+        self._timeouts.add(stop)
+        stop.add_done_callback(self._timeouts.discard)
+
+    async def _failed(
+        self,
+        run: _Run,
+        error: str,
+        *,
+        retryable: bool = True,
+        after: float | None = None,
+        asked: bool = False,
+    ) -> None:
+        """A failed attempt: retried after its backoff (``after``, if the run asked for one) when
+        its policy has attempts left and it is ``retryable``, else the task fails. A task without
+        a retry policy takes the plain ``finish`` (today's path, unchanged)."""
+        task = run.task
+        policy = task.retry or NO_POLICY
+        if asked and not policy.retries_after(task.attempts):
+            error += f" (no retry: its retry policy allows {policy.max_attempts} attempt(s) in all)"
+        if task.retry is None:
+            await self._record(run, TaskState.FAILED, error=error)
+            return
+        retry_at: float | None = None
+        if retryable and policy.retries_after(task.attempts):
+            retry_at = time.time() + (after if after is not None else policy.delay(task.attempts))
+        outcome = await self._write(
+            run,
+            "failed",
+            lambda: self._store.fail_attempt(
+                str(task.id),
+                consumer=self.consumer_id,
+                error=error,
+                retry_at=retry_at,
+                why_not=NO_RETRY_BEFORE_TIMEOUT,
+            ),
+        )
+        if outcome is AttemptOutcome.DELAYED:
+            assert retry_at is not None
+            run.log.info("task.retry_delayed", error=error, not_before=round(retry_at, 3))
+            metrics.task_retried(self._scheduler)
+        elif outcome is AttemptOutcome.FAILED:
+            run.log.info("task.failed", error=error)
+            metrics.task_finished(self._scheduler, TaskState.FAILED)
+        elif outcome is not None:
+            run.log.warning("task.outcome_discarded", outcome="failed", kept_state=outcome.value)
+
+    async def _write(self, run: _Run, outcome: str, call: Callable[[], Awaitable[R]]) -> R | None:
+        """``call``, retried through a Redis outage for as long as the lease could still be ours;
+        None if it never got through (another consumer may have taken the task over by then)."""
+        backoff = Backoff()
+        give_up_at = time.monotonic() + self._settings.lease
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                if time.monotonic() > give_up_at:
+                    run.log.error(
+                        "task.outcome_lost", state=outcome, error=str(exc), note="it will run again"
+                    )
+                    return None
+                await asyncio.sleep(backoff.next_delay())
+
     async def _record(
         self, run: _Run, state: TaskState, *, result: Any = None, error: str | None = None
     ) -> None:
-        """Write the outcome, retrying through a Redis outage for as long as the lease could
-        still be ours; after that another consumer may have taken the task over anyway."""
+        """Write the final outcome, retrying through a Redis outage for as long as the lease could
+        still be ours; after that another consumer may have taken the task over anyway. (Kept
+        apart from ``_write``, which does the same for ``fail_attempt``: this is the hot path.)"""
         backoff = Backoff()
         give_up_at = time.monotonic() + self._settings.lease
         while True:
@@ -355,10 +454,13 @@ class Consumer:
         while True:
             await asyncio.sleep(self._settings.heartbeat_interval)
             # Runs cancelled for shutdown keep their leases until they are handed back.
+            # So do runs past their attempt_timeout, until they have stopped and their failure
+            # is written: a retry must not start while one still runs.
             held = [
                 k
                 for k, r in self._runs.items()
-                if (not r.ended and r.cancel_reason is None) or r.cancel_reason == "shutdown"
+                if (not r.ended and r.cancel_reason in (None, ATTEMPT_TIMED_OUT))
+                or r.cancel_reason == "shutdown"
             ]
             try:
                 # Bounded, so a hung connection cannot stall the heartbeat past the fence below.

@@ -29,11 +29,12 @@ LAST = (ID_PART_MAX, ID_PART_MAX)
 
 class EventKind(enum.StrEnum):
     """A task's state after the change, or ``requeued``: its consumer was lost and it is pending
-    again, to run once more; or ``retried``: a final task was re-run by hand and is pending."""
+    again, to run once more. ``delayed`` carries a ``reason`` (delay, retry or manual) and its
+    ``not_before``; ``retried``: a final task was re-run by hand and is pending."""
 
+    DELAYED = "delayed"
     PENDING = "pending"
     RUNNING = "running"
-    DELAYED = "delayed"
     COMPLETE = "complete"
     FAILED = "failed"
     ABORTED = "aborted"
@@ -49,6 +50,12 @@ class EventKind(enum.StrEnum):
 _FINAL = frozenset({EventKind.COMPLETE, EventKind.FAILED, EventKind.ABORTED, EventKind.TIMEOUT})
 
 
+class DelayReason(enum.StrEnum):
+    DELAY = "delay"
+    RETRY = "retry"
+    MANUAL = "manual"
+
+
 class TaskEvent(BaseModel):
     """One state change of one task (the ``data`` of an SSE message)."""
 
@@ -61,12 +68,10 @@ class TaskEvent(BaseModel):
     attempt: int
     at: datetime
     owner: str | None = Field(default=None, description="Id of the token that scheduled the task.")
-    reason: str | None = Field(
-        default=None, description="Of a `delayed` event: why (`delay`, `retry` or `manual`)."
+    reason: DelayReason | None = Field(
+        default=None, description="Of a `delayed` event: why (a delay asked for, a retry, by hand)."
     )
-    not_before: datetime | None = Field(
-        default=None, description="Of a `delayed` event: when the task is published."
-    )
+    not_before: datetime | None = Field(default=None, description="Of a `delayed` event: when it is due.")
 
 
 class InvalidEventId(TaskbrokerError, ValueError):

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from taskbroker.errors import IdempotencyKeyPending
 from taskbroker.models import Task
-from taskbroker.store import NewTask, TaskStore
+from taskbroker.store import AppliedDefaults, NewTask, TaskStore
 
 ADOPT_AFTER = 2.0
 """Seconds a repeat waits for the holder's own request to confirm before adopting the holder."""
@@ -39,7 +39,7 @@ async def create_or_find(
     *,
     now: datetime,
     adopt: Callable[[str], Awaitable[None]],
-) -> list[Task | None]:
+) -> list[Task | AppliedDefaults | None]:
     """``store.create``, retried while a key's holder is unconfirmed; after ADOPT_AFTER seconds,
     ``adopt(holder id)`` publishes the holder's message and marks it. IdempotencyKeyPending (a 409
     with Retry-After) only if holders stay unconfirmed through MAX_ADOPTIONS adoptions."""

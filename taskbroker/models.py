@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from taskbroker.names import RUNTIME_NAME_PATTERN, SCHEDULER_NAME_PATTERN
+from taskbroker.retry_policy import MAX_DELAY, AttemptError, RetryPolicy
 
 
 def _unicode(value: str) -> str:
@@ -26,10 +27,11 @@ UnicodeText = Annotated[str, AfterValidator(_unicode)]
 
 
 class TaskState(enum.StrEnum):
+    DELAYED = "delayed"
+    """Live, waiting in Redis until its ``not_before`` (a delay, or a retry's backoff); the
+    timeout daemon then makes it pending and publishes it."""
     PENDING = "pending"
     RUNNING = "running"
-    DELAYED = "delayed"
-    """Live, waiting for its ``not_before``; the timeout daemon makes it pending when due."""
     COMPLETE = "complete"
     FAILED = "failed"
     ABORTED = "aborted"
@@ -40,7 +42,7 @@ class TaskState(enum.StrEnum):
         return self not in LIVE_STATES
 
 
-LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.DELAYED)
+LIVE_STATES = (TaskState.DELAYED, TaskState.PENDING, TaskState.RUNNING)
 FINAL_STATES = (TaskState.COMPLETE, TaskState.FAILED, TaskState.ABORTED, TaskState.TIMEOUT)
 RETRYABLE_STATES = (TaskState.FAILED, TaskState.TIMEOUT, TaskState.ABORTED)
 """The final states a task may be re-run from by hand (POST /task/{id}/retry)."""
@@ -75,6 +77,8 @@ def _require_aware_utc(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_require_aware_utc)]
 """A request's date-time: with a timezone, within the API's range, converted to UTC."""
 SchedulerName = Annotated[str, Field(pattern=SCHEDULER_NAME_PATTERN, examples=["default"])]
+AttemptTimeout = Annotated[float, Field(gt=0, le=MAX_DELAY, allow_inf_nan=False)]
+"""Seconds one attempt may run before its consumer cancels it (the attempt then fails)."""
 
 
 class Task(BaseModel):
@@ -102,7 +106,13 @@ class Task(BaseModel):
     callback_url: str | None = None
     """Where its final state is POSTed (docs/api.md, "Webhooks")."""
     not_before: datetime | None = None
-    """A delayed task is not published before this time."""
+    """When a delayed task becomes due (its delay, or a retry's backoff); None if never delayed."""
+    retry: RetryPolicy | None = None
+    """The retry policy in effect (the task's own, else its scheduler's); None: no retry."""
+    attempt_timeout: float | None = None
+    """Seconds one attempt may run (the task's own, else its scheduler's); None: no limit."""
+    errors: list[AttemptError] = Field(default_factory=list)
+    """The errors of its latest failed attempts (the last 10), oldest first."""
 
 
 class SchedulerDefinition(BaseModel):
@@ -113,6 +123,21 @@ class SchedulerDefinition(BaseModel):
     name: SchedulerName
     runtime: Annotated[str, Field(pattern=RUNTIME_NAME_PATTERN, examples=["inline"])] = "inline"
     description: Annotated[UnicodeText, Field(max_length=1000)] = ""
+    retry: RetryPolicy | None = Field(
+        default=None, description="The retry policy of its tasks that give none (default: no retry)."
+    )
+    attempt_timeout: AttemptTimeout | None = Field(
+        default=None, description="Seconds an attempt of its tasks that give none may run."
+    )
+
+    def defaults(self) -> str:
+        """Its task defaults as the create script reads them: ``"<retry>;<attempt_timeout>"``
+        (either part may be empty), or "" when it has none."""
+        if self.retry is None and self.attempt_timeout is None:
+            return ""
+        retry = self.retry.compact() if self.retry is not None else ""
+        timeout = repr(self.attempt_timeout) if self.attempt_timeout is not None else ""
+        return f"{retry};{timeout}"
 
 
 class SchedulerStatus(SchedulerDefinition):

@@ -9,7 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taskbroker.models import SchedulerName, UnicodeText
+from taskbroker.models import AttemptTimeout, SchedulerName, UnicodeText
+from taskbroker.retry_policy import RetryPolicy
 from taskbroker.triggers import TriggerKind, TriggerSpec
 
 ScheduleName = Annotated[UnicodeText, Field(min_length=1, max_length=200, examples=["nightly-report"])]
@@ -69,6 +70,12 @@ class ScheduleSpec(BaseModel):
     no_overlap: StrictBool = Field(
         default=False, description="Skip a fire time while the previous run of this schedule is still live."
     )
+    retry: RetryPolicy | None = Field(
+        default=None, description="Each created task's retry policy (default: its scheduler's)."
+    )
+    attempt_timeout: AttemptTimeout | None = Field(
+        default=None, description="Each created task's attempt_timeout in seconds (default: its scheduler's)."
+    )
 
     @field_validator("timeout_after")
     @classmethod
@@ -106,6 +113,8 @@ class SchedulePatch(BaseModel):
     timeout_after: timedelta | None = None
     enabled: StrictBool | None = None
     no_overlap: StrictBool | None = None
+    retry: RetryPolicy | None = None
+    attempt_timeout: AttemptTimeout | None = None
 
     @field_validator("timeout_after")
     @classmethod
@@ -119,7 +128,7 @@ class SchedulePatch(BaseModel):
         if given.keys() & {"trigger", "trigger_kwargs", "cron"}:
             merged.update(trigger=None, trigger_kwargs={}, cron=None)
         for key, value in given.items():
-            if value is None and key not in ("cron", "timeout_after"):
+            if value is None and key not in ("cron", "timeout_after", "retry", "attempt_timeout"):
                 continue
             merged[key] = value
         return ScheduleSpec.model_validate(merged)
@@ -159,7 +168,9 @@ class Schedule(ScheduleSpec):
     last_error: str | None = None
 
 
-RunState = Literal["pending", "running", "complete", "failed", "aborted", "timeout", "creating", "expired"]
+RunState = Literal[
+    "delayed", "pending", "running", "complete", "failed", "aborted", "timeout", "creating", "expired"
+]
 
 
 class ScheduleRun(BaseModel):

@@ -37,6 +37,8 @@ def new_run(schedule: ScheduleRecord, now: datetime, settings: Settings) -> Firi
         attributes=spec.attributes,
         timeout=now + (spec.timeout_after or settings.default_timeout),
         owner=schedule.owner,
+        retry=spec.retry,
+        attempt_timeout=spec.attempt_timeout,
     )
 
 
@@ -51,7 +53,13 @@ async def create_run(
     """Create the run's task and drop its firing record. Raises what `schedule_tasks` raises; on
     an outage the record stays for `recover`. A deleted scheduler pauses the schedule instead."""
     request = TaskRequest(
-        record.scheduler, record.attributes, record.timeout, record.owner, task_id=record.task_id
+        record.scheduler,
+        record.attributes,
+        record.timeout,
+        record.owner,
+        task_id=record.task_id,
+        retry=record.retry,
+        attempt_timeout=record.attempt_timeout,
     )
     try:
         (task,) = await schedule_tasks([request], store=store, broker=broker, settings=settings)

@@ -21,6 +21,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from taskbroker.errors import ScheduleNameTaken, ScheduleNotFound
+from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import ScheduleRecord, ScheduleSpec
 from taskbroker.script_calls import ScriptCalls
 from taskbroker.store import load_script, redis_call
@@ -49,17 +50,22 @@ class FiringRecord:
     attributes: dict[str, Any]
     timeout: datetime
     owner: str
+    retry: RetryPolicy | None = None
+    attempt_timeout: float | None = None
 
     def dumps(self) -> str:
-        return orjson.dumps(
-            {
-                "schedule_id": self.schedule_id,
-                "scheduler": self.scheduler,
-                "attributes": self.attributes,
-                "timeout": self.timeout.timestamp(),
-                "owner": self.owner,
-            }
-        ).decode()
+        record: dict[str, Any] = {
+            "schedule_id": self.schedule_id,
+            "scheduler": self.scheduler,
+            "attributes": self.attributes,
+            "timeout": self.timeout.timestamp(),
+            "owner": self.owner,
+        }
+        if self.retry is not None:
+            record["retry"] = self.retry.model_dump()
+        if self.attempt_timeout is not None:
+            record["attempt_timeout"] = self.attempt_timeout
+        return orjson.dumps(record).decode()
 
     @classmethod
     def loads(cls, task_id: str, raw: str) -> FiringRecord:
@@ -71,6 +77,8 @@ class FiringRecord:
             data["attributes"],
             datetime.fromtimestamp(data["timeout"], UTC),
             data["owner"],
+            RetryPolicy.model_validate(data["retry"]) if data.get("retry") else None,
+            data.get("attempt_timeout"),
         )
 
 

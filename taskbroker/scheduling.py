@@ -4,7 +4,8 @@ later, anything else that creates tasks (recurring schedules), so there is one w
 The order is what makes "accepted" mean "will run": the task is stored before its message is
 published, so a consumer always finds the task its message names; the caller is answered only
 after every message is confirmed; if publishing fails, the stored tasks are discarded again and
-the caller gets an error, so nothing half-written stays behind.
+the caller gets an error, so nothing half-written stays behind. A task with a ``not_before``
+is stored ``delayed`` and not published now: the timeout daemon publishes it when it is due.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from taskbroker.idempotency import create_or_find
 from taskbroker.models import Task, TaskState, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker
+from taskbroker.retry_policy import RetryPolicy
 from taskbroker.settings import Settings
-from taskbroker.store import NewTask, TaskStore
+from taskbroker.store import AppliedDefaults, NewTask, TaskStore
 
 log = structlog.get_logger("taskbroker.scheduling")
 
@@ -36,7 +38,19 @@ class TaskRequest:
     """What a caller asks for; the timeout defaults to now + the default timeout. ``task_id`` is
     given by callers that chose it beforehand (a schedule's run); otherwise a new one is drawn."""
 
-    __slots__ = ("attributes", "callback_url", "key", "owner", "priority", "scheduler", "task_id", "timeout")
+    __slots__ = (
+        "attempt_timeout",
+        "attributes",
+        "callback_url",
+        "key",
+        "not_before",
+        "owner",
+        "priority",
+        "retry",
+        "scheduler",
+        "task_id",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -49,6 +63,9 @@ class TaskRequest:
         priority: int = 0,
         key: str = "",
         callback_url: str = "",
+        not_before: datetime | None = None,
+        retry: RetryPolicy | None = None,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.attributes = attributes
@@ -58,6 +75,9 @@ class TaskRequest:
         self.priority = priority
         self.key = key
         self.callback_url = callback_url
+        self.not_before = not_before
+        self.retry = retry
+        self.attempt_timeout = attempt_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,9 @@ async def schedule(
             r.priority,
             r.key,
             r.callback_url,
+            r.not_before,
+            r.retry,
+            r.attempt_timeout,
         )
         for r in requests
     ]
@@ -99,9 +122,11 @@ async def schedule(
         await _adopt(holder, store=store, broker=broker, settings=settings)
 
     found = await create_or_find(store, new, now=now, adopt=adopt)
-    created = [t for t, existing in zip(new, found, strict=True) if existing is None]
+    created = [t for t, existing in zip(new, found, strict=True) if not isinstance(existing, Task)]
     by_scheduler: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
     for task in created:
+        if task.not_before is not None:
+            continue  # stored delayed: published when due
         bodies, priorities = by_scheduler[task.scheduler]
         bodies.append(str(task.id).encode())
         priorities.append(task.priority)
@@ -111,40 +136,64 @@ async def schedule(
     ]
     try:
         # One scheduler (the usual request) is awaited as is: gather would wrap it in a task.
-        await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
+        if publishes:
+            await (publishes[0] if len(publishes) == 1 else asyncio.gather(*publishes))
     except (BrokerUnavailable, QueueMissing):
         # If Redis is gone too, the tasks stay stored without a message: the timeout daemon's
         # reconciliation republishes them, and a retry with the same key adopts them.
         with contextlib.suppress(StoreUnavailable):
             await store.discard([t.id for t in created])
         raise
+    # Delayed tasks too: published means "its request succeeded", so a late discard spares it.
     keyed = [t for t in created if t.key]
     if keyed:
         await _mark_keyed_published(store, keyed)
     for task in created:
-        log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
+        if task.not_before is None:
+            log.info("task.scheduled", task_id=str(task.id), scheduler=task.scheduler, attempt=0)
+        else:
+            log.info(
+                "task.scheduled",
+                task_id=str(task.id),
+                scheduler=task.scheduler,
+                attempt=0,
+                not_before=task.not_before.isoformat(),
+            )
         metrics.task_scheduled(task.scheduler)
     return [
-        Scheduled(existing, created=False)
-        if existing is not None
-        else Scheduled(
-            # Built from values already validated (the request, the new id, now): not checked again.
-            Task.model_construct(
-                id=t.id,
-                scheduler=t.scheduler,
-                attributes=t.attributes,
-                timeout=t.timeout,
-                state=TaskState.PENDING,
-                created_at=now,
-                owner=t.owner or None,
-                priority=t.priority,
-                key=t.key or None,
-                callback_url=t.callback_url or None,
-            ),
-            created=True,
-        )
+        Scheduled(existing, created=False) if isinstance(existing, Task) else _created(t, existing, now)
         for t, existing in zip(new, found, strict=True)
     ]
+
+
+def _created(task: NewTask, defaults: AppliedDefaults | None, now: datetime) -> Scheduled:
+    """The answer for a task just stored, built from values already validated (the request, the
+    new id, now, its scheduler's defaults): not checked again."""
+    fields: dict[str, Any] = {}
+    if task.not_before is not None:
+        fields["not_before"] = task.not_before
+    retry = task.retry or (defaults.retry if defaults else None)
+    if retry is not None:
+        fields["retry"] = retry
+    attempt_timeout = task.attempt_timeout or (defaults.attempt_timeout if defaults else None)
+    if attempt_timeout is not None:
+        fields["attempt_timeout"] = attempt_timeout
+    return Scheduled(
+        Task.model_construct(
+            id=task.id,
+            scheduler=task.scheduler,
+            attributes=task.attributes,
+            timeout=task.timeout,
+            state=TaskState.PENDING if task.not_before is None else TaskState.DELAYED,
+            created_at=now,
+            owner=task.owner or None,
+            priority=task.priority,
+            key=task.key or None,
+            callback_url=task.callback_url or None,
+            **fields,
+        ),
+        created=True,
+    )
 
 
 async def _adopt(holder: str, *, store: TaskStore, broker: QueueBroker, settings: Settings) -> None:

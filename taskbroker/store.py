@@ -9,11 +9,15 @@ bench/results/history.md). Indexes: ``{prefix}:deadlines`` (sorted set of live t
 timeout daemon reads), ``{prefix}:leases`` (running tasks by lease expiry), ``{prefix}:unclaimed``
 (pending tasks by when their message is published again unless a consumer claims them first:
 reconciliation, which the timeout daemon runs),
-``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks), ``{prefix}:delayed`` (delayed
-tasks by not_before) and ``{prefix}:schedulers`` (hash of definitions). A final task is a hash
-with a TTL (TASKBROKER_FAILED_RETENTION for failed and timed-out ones, TASKBROKER_RETENTION for
-the others), listed in ``{prefix}:final:{scheduler}:{state}`` (by finish time in ms, trimmed to
-the retention as tasks finish: GET /tasks?state=failed, the bulk retry).
+``{prefix}:live:{scheduler}`` (set of a scheduler's live tasks) and ``{prefix}:schedulers`` (hash
+of definitions). ``{prefix}:delayed`` (delayed tasks by not_before, which the timeout daemon releases) with
+``{prefix}:delayed_counts`` (a hash: each scheduler's delayed tasks, for metrics), and
+``{prefix}:scheduler_defaults`` (a scheduler's default retry policy and attempt_timeout, in the
+form the create script reads). A task with a retry policy has ``retry`` (RetryPolicy.compact()),
+``attempt_timeout`` and ``errors`` (JSON, its latest attempts' errors); a delayed one has
+``not_before``. A final task is a hash with a TTL (TASKBROKER_FAILED_RETENTION for failed and timed-out ones,
+TASKBROKER_RETENTION for the others), listed in ``{prefix}:final:{scheduler}:{state}`` (by finish
+time in ms, trimmed to the retention as tasks finish: GET /tasks?state=failed, the bulk retry).
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).
@@ -51,6 +55,7 @@ from taskbroker.errors import (
     UnknownScheduler,
 )
 from taskbroker.models import SchedulerDefinition, Task, TaskState
+from taskbroker.retry_policy import KEPT_ERRORS, AttemptError, RetryPolicy
 from taskbroker.script_calls import ScriptCalls
 
 P = ParamSpec("P")
@@ -93,6 +98,8 @@ class ClaimOutcome(enum.StrEnum):
     BUSY = "busy"
     EXPIRED = "expired"
     EXHAUSTED = "exhausted"
+    DELAYED = "delayed"
+    """A stale duplicate message of a task that now waits delayed (for a retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,38 @@ class NewTask:
     key: str = ""
     """Idempotency key ("" for none): the task is not created while another live one holds it."""
     callback_url: str = ""
+    not_before: datetime | None = None
+    """Stored ``delayed`` until then, not pending (nothing is published for it now)."""
+    retry: RetryPolicy | None = None
+    """None: the scheduler's policy, if it has one."""
+    attempt_timeout: float | None = None
+    """None: the scheduler's, if it has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedDefaults:
+    """In ``create``'s answer: the task was created, and took these defaults of its scheduler
+    (None where it had its own, or the scheduler none)."""
+
+    retry: RetryPolicy | None
+    attempt_timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A delayed task made pending by ``release_due``: to be published with its priority."""
+
+    id: str
+    scheduler: str
+    priority: int
+
+
+class AttemptOutcome(enum.StrEnum):
+    """What ``fail_attempt`` did."""
+
+    DELAYED = "delayed"
+    """A retry: the task waits delayed until its backoff passes."""
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +186,9 @@ class LiveCensus:
     per_scheduler: dict[str, int]
     pending: int
     running: int
+    delayed: int = 0
+    delayed_per_scheduler: dict[str, int] | None = None
+    """Delayed tasks of each scheduler (counted in per_scheduler too)."""
 
 
 def _epoch(value: datetime) -> str:
@@ -161,9 +203,31 @@ def _ms(value: timedelta) -> str:
     return str(int(value.total_seconds() * 1000))
 
 
+def _errors(record: dict[str, str]) -> list[AttemptError]:
+    """Its attempts' errors: the ``errors`` list of a task with a retry policy; for another
+    failed task, its one error."""
+    stored = record.get("errors")
+    if stored is not None:
+        return [
+            AttemptError(attempt=e["attempt"], error=e["error"], at=datetime.fromtimestamp(e["at"], UTC))
+            for e in orjson.loads(stored)
+        ]
+    error = record.get("error")
+    if error is None or record["state"] != TaskState.FAILED.value:
+        return []
+    finished = float(record.get("finished_at") or record["created_at"])
+    return [
+        AttemptError(
+            attempt=int(record.get("attempts", 0)), error=error, at=datetime.fromtimestamp(finished, UTC)
+        )
+    ]
+
+
 def task_from_record(record: dict[str, str]) -> Task:
     """Build a Task from its Redis hash (string fields, epoch timestamps, JSON bodies)."""
     result = record.get("result")
+    retry = record.get("retry")
+    attempt_timeout = record.get("attempt_timeout")
     return Task(
         id=UUID(record["id"]),
         scheduler=record["scheduler"],
@@ -181,6 +245,20 @@ def task_from_record(record: dict[str, str]) -> Task:
         key=record.get("key") or None,
         callback_url=record.get("callback_url") or None,
         not_before=_from_epoch(record.get("not_before")),
+        retry=None if retry is None else RetryPolicy.from_compact(retry),
+        attempt_timeout=None if attempt_timeout is None else float(attempt_timeout),
+        errors=_errors(record),
+    )
+
+
+def _applied_defaults(item: str) -> AppliedDefaults | None:
+    """``create``'s ``new`` or ``new:<retry>;<attempt_timeout>`` item."""
+    if item == "new":
+        return None
+    retry, _, attempt_timeout = item.removeprefix("new:").partition(";")
+    return AppliedDefaults(
+        retry=RetryPolicy.from_compact(retry) if retry else None,
+        attempt_timeout=float(attempt_timeout) if attempt_timeout else None,
     )
 
 
@@ -240,6 +318,9 @@ class TaskStore:
                 "read",
                 "retry",
                 "abort_many",
+                "release_due",
+                "fail_attempt",
+                "republish_soon",
             )
         }
 
@@ -277,8 +358,14 @@ class TaskStore:
     @redis_call
     async def register_scheduler(self, definition: SchedulerDefinition) -> bool:
         """Store a scheduler definition. True if new, False if the same one was already there."""
-        canonical = orjson.dumps(definition.model_dump(), option=orjson.OPT_SORT_KEYS).decode()
-        reply = await self._run("register_scheduler", definition.name, canonical, replicated=True)
+        # Fields at None are left out, so a definition without the later optional fields (retry,
+        # attempt_timeout) reads as it was stored before they existed.
+        canonical = orjson.dumps(
+            definition.model_dump(mode="json", exclude_none=True), option=orjson.OPT_SORT_KEYS
+        ).decode()
+        reply = await self._run(
+            "register_scheduler", definition.name, canonical, definition.defaults(), replicated=True
+        )
         if reply[0] == "conflict":
             raise SchedulerConflict(
                 f"scheduler {definition.name!r} is registered with a different definition: "
@@ -314,11 +401,16 @@ class TaskStore:
             pipe.scard(self._key("live", name))
         pipe.zcard(self._key("deadlines"))
         pipe.zcard(self._key("leases"))
-        *per_scheduler, live, running = await pipe.execute()
+        pipe.hgetall(self._key("delayed_counts"))
+        *per_scheduler, live, running, delayed_counts = await pipe.execute()
+        delayed = {n: max(int(delayed_counts.get(n, 0)), 0) for n in names}
+        total_delayed = sum(delayed.values())
         return LiveCensus(
             per_scheduler={n: int(c) for n, c in zip(names, per_scheduler, strict=True)},
-            pending=max(int(live) - int(running), 0),
+            pending=max(int(live) - int(running) - total_delayed, 0),
             running=int(running),
+            delayed=total_delayed,
+            delayed_per_scheduler=delayed,
         )
 
     @redis_call
@@ -370,12 +462,14 @@ class TaskStore:
         return self._key("idem", scheduler, digest)
 
     @redis_call
-    async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> list[Task | None]:
-        """Store new pending tasks atomically: all of them, or none if a scheduler is unknown
-        (UnknownScheduler) or an id is already stored (TaskExists).
+    async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> list[Task | AppliedDefaults | None]:
+        """Store new tasks atomically (pending, or delayed with a ``not_before``): all of them,
+        or none if a scheduler is unknown (UnknownScheduler) or an id is already stored
+        (TaskExists).
 
         A task whose idempotency key a live, published task holds is not created: its place in
-        the answer is that task (None where a task was created). Raises IdempotencyKeyPending,
+        the answer is that task (None where a task was created, AppliedDefaults where it was
+        created with defaults of its scheduler). Raises IdempotencyKeyPending,
         creating nothing, while a key's holder still waits for its publish to be confirmed.
         NotReplicated (with min_replicas): stored, but not known to be on the replicas.
         """
@@ -391,6 +485,9 @@ class TaskStore:
                 task.key,
                 self.idempotency_key(task.scheduler, task.owner, task.key) if task.key else "",
                 task.callback_url,
+                "" if task.not_before is None else _epoch(task.not_before),
+                "" if task.retry is None else task.retry.compact(),
+                "" if task.attempt_timeout is None else repr(task.attempt_timeout),
             ]
         reply = await self._run("create", *args, replicated=True)
         if reply[0] == "unknown_scheduler":
@@ -403,7 +500,10 @@ class TaskStore:
                 "yet: retry shortly",
                 holder=reply[1],
             )
-        return [None if item == "new" else task_from_record(record_fields(item)) for item in reply[1:]]
+        return [
+            _applied_defaults(item) if isinstance(item, str) else task_from_record(record_fields(item))
+            for item in reply[1:]
+        ]
 
     @redis_call
     async def mark_published(self, ids: Sequence[UUID]) -> set[str]:
@@ -538,6 +638,29 @@ class TaskStore:
         return TaskState(reply) if reply else TaskState.ABORTED
 
     @redis_call
+    async def fail_attempt(
+        self, task_id: str, *, consumer: str, error: str, retry_at: float | None, why_not: str = ""
+    ) -> AttemptOutcome | TaskState:
+        """A failed attempt of a task with a retry policy: delayed until ``retry_at`` (epoch
+        seconds), or failed when ``retry_at`` is None or not before the task's timeout (then
+        ``why_not`` is appended to the error). The error is kept in the task's ``errors``.
+        Returns what was done, or the state kept instead (as ``finish``)."""
+        reply = await self._run(
+            "fail_attempt",
+            task_id,
+            consumer,
+            repr(time.time()),
+            self._retention_ms,
+            error,
+            "" if retry_at is None else repr(retry_at),
+            KEPT_ERRORS,
+            why_not,
+        )
+        if reply in ("delayed", "failed"):
+            return AttemptOutcome(reply)
+        return TaskState(reply) if reply else TaskState.ABORTED
+
+    @redis_call
     async def release(self, task_ids: Sequence[str], *, consumer: str) -> list[TaskRef]:
         """Give up running tasks at shutdown: their leases lapse now and the attempt is not counted."""
         if not task_ids:
@@ -551,6 +674,23 @@ class TaskStore:
     async def lapsed(self, *, limit: int) -> list[TaskRef]:
         flat: list[str] = await self._run("lapsed", repr(time.time()), limit)
         return [TaskRef(i, s) for i, s in zip(flat[::2], flat[1::2], strict=True)]
+
+    @redis_call
+    async def release_due(self, *, limit: int, now: float | None = None) -> list[Released]:
+        """Make up to ``limit`` due delayed tasks pending, atomically; the caller publishes them.
+        A publish that is lost leaves them to reconciliation (they are in the unclaimed index)."""
+        flat: list[str] = await self._run("release_due", repr(time.time() if now is None else now), limit)
+        return [Released(flat[i], flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+    @redis_call
+    async def republish_soon(self, task_ids: Sequence[str]) -> None:
+        """Make pending tasks whose publish failed due for reconciliation now."""
+        if task_ids:
+            await self._run("republish_soon", repr(time.time()), *task_ids)
+
+    @redis_call
+    async def delayed_count(self) -> int:
+        return int(await self._redis.zcard(self._key("delayed")))
 
     @redis_call
     async def unclaimed(self, *, limit: int) -> list[TaskRef]:

@@ -1,6 +1,8 @@
 """The sweep loop. Any number of replicas may run it: every step is an atomic compare-and-set in
-Redis, so two daemons never expire the same task twice, and a lapsed lease or an unclaimed task
-republished twice costs a duplicate message that claim() drops."""
+Redis, so two daemons never expire or release the same task twice, and a lapsed lease or an
+unclaimed task republished twice costs a duplicate message that claim() drops. Releasing due
+delayed tasks (a delay, a retry's backoff) is a step of the sweep too: one script per batch makes
+them pending, then their messages are published with confirms."""
 
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ from dataclasses import dataclass
 import structlog
 
 from taskbroker import metrics
-from taskbroker.errors import QueueMissing
+from taskbroker.errors import BrokerUnavailable, QueueMissing
 from taskbroker.events import EventLog
 from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.models import TaskState
+from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker
 from taskbroker.recovery import reconcile, republish
 from taskbroker.settings import Settings
-from taskbroker.store import Expired, TaskRef, TaskStore
+from taskbroker.store import Expired, Released, TaskRef, TaskStore
 
 log = structlog.get_logger("taskbroker.timeout_daemon")
 
@@ -30,6 +33,7 @@ class SweepReport:
     expired: int
     requeued: int
     republished: int = 0
+    released: int = 0
 
 
 class TimeoutDaemon:
@@ -54,6 +58,7 @@ class TimeoutDaemon:
         republish pending tasks that no consumer claimed in time (reconciliation)."""
         started = time.perf_counter()
         expired = await self._expire_due()
+        released = await self._release_due()
         requeued = 0
         while lapsed := await self._store.lapsed(limit=self._batch):
             moved = await republish(self._store, self._broker, lapsed)
@@ -68,7 +73,7 @@ class TimeoutDaemon:
         await self._events.trim(retention=self._settings.events_retention)
         self.sweeps += 1
         metrics.sweep_completed(time.perf_counter() - started)
-        return SweepReport(expired=expired, requeued=requeued, republished=republished)
+        return SweepReport(expired=expired, requeued=requeued, republished=republished, released=released)
 
     async def _reconcile(self) -> int:
         """Publish again every pending task not claimed within ``republish_after`` of its last
@@ -98,6 +103,51 @@ class TimeoutDaemon:
             if len(due) < self._batch or moved == 0:
                 break
         return republished
+
+    async def _release_due(self) -> int:
+        """Make every due delayed task pending and publish it, a batch per script. While a batch
+        is published the next one is already being released (one in flight), so Redis and
+        RabbitMQ work at once. A publish that fails leaves its tasks pending in the unclaimed
+        index, made due now: reconciliation publishes them on a later sweep, never losing one."""
+
+        def release() -> asyncio.Future[list[Released]]:
+            return asyncio.ensure_future(self._store.release_due(limit=self._batch))
+
+        released = 0
+        following: asyncio.Future[list[Released]] | None = release()
+        try:
+            while following is not None:
+                batch = await following
+                following = release() if len(batch) == self._batch else None
+                released += len(batch)
+                await self._publish_released(batch)
+        except BaseException:
+            if following is not None:
+                with contextlib.suppress(Exception):
+                    await self._publish_released(await following)
+            raise
+        return released
+
+    async def _publish_released(self, batch: list[Released]) -> None:
+        by_scheduler: dict[str, list[Released]] = collections.defaultdict(list)
+        for item in batch:
+            by_scheduler[item.scheduler].append(item)
+        for scheduler, items in by_scheduler.items():
+            try:
+                await self._broker.publish(
+                    queue_name(self._settings.key_prefix, scheduler),
+                    [item.id.encode() for item in items],
+                    [item.priority for item in items],
+                )
+            except (BrokerUnavailable, QueueMissing) as exc:
+                log.warning(
+                    "task.release_publish_failed", scheduler=scheduler, tasks=len(items), error=str(exc)
+                )
+                await self._store.republish_soon([item.id for item in items])
+                continue
+            metrics.tasks_released(scheduler, len(items))
+            for item in items:
+                log.info("task.released", task_id=item.id, scheduler=scheduler)
 
     async def _expire_due(self) -> int:
         """Expire every due task, a batch per script. While a batch is logged the next two
@@ -149,12 +199,13 @@ class TimeoutDaemon:
 
     async def _sweep_and_report(self) -> None:
         report = await self.sweep()
-        if report.expired or report.requeued or report.republished:
+        if report.expired or report.requeued or report.republished or report.released:
             log.info(
                 "timeout_daemon.swept",
                 expired=report.expired,
                 requeued=report.requeued,
                 republished=report.republished,
+                released=report.released,
             )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -24,7 +24,7 @@ from taskbroker.api.idempotency import (
     with_header_key,
 )
 from taskbroker.api.json_body import JsonBodyRoute
-from taskbroker.api.limits import check_task_input, enforce_rate_limit
+from taskbroker.api.limits import check_start_time, check_task_input, enforce_rate_limit
 from taskbroker.api.schemas import (
     AUTH_ERRORS,
     BODY_ERRORS,
@@ -90,11 +90,15 @@ async def _accept(
 ) -> list[TaskRequest]:
     """Permissions and limits for each task, then the rate limit for the whole request."""
     settings = context.settings
+    starts = []
     for body in bodies:
         require_scheduler(principal, body.scheduler)
         check_task_input(body.attributes, body.timeout, settings)
         if body.callback_url is not None:
             check_callback_url(body.callback_url, settings)
+        start = body.start_after(utcnow()) if body.delay is not None or body.not_before is not None else None
+        check_start_time(start, body.timeout, settings)
+        starts.append(start)
     check_unique_keys(bodies)
     await enforce_rate_limit(context.rate_windows, settings, principal.token_id, len(bodies))
     return [
@@ -106,8 +110,11 @@ async def _accept(
             priority=b.priority,
             key=b.key or "",
             callback_url=b.callback_url or "",
+            not_before=start,
+            retry=b.retry,
+            attempt_timeout=b.attempt_timeout,
         )
-        for b in bodies
+        for b, start in zip(bodies, starts, strict=True)
     ]
 
 
@@ -221,7 +228,8 @@ async def list_tasks(
 
 @router.post("/task/{task_id}/abort", responses=ERRORS)
 async def abort_task(task_id: UUID, principal: Scheduling, store: StoreDep) -> Task:
-    """Abort a live task: a pending one never runs, a running one is cancelled by its consumer."""
+    """Abort a live task: a delayed or pending one never runs, a running one is cancelled by its
+    consumer."""
     require_visible(principal, await store.get(task_id))
     task = await store.abort(task_id, now=utcnow())
     await store.notify_cancel([str(task_id)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +34,19 @@ MetricsHostOption = Annotated[
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text: str, flag: str) -> float:
+    """A duration like ``30s``, ``5m``, ``2h``, ``1d`` or ``90`` (seconds) as seconds; exit 2
+    for anything else."""
+    match = _SECONDS.match(text.strip())
+    if match is None:
+        err.print(f"[red]{flag} takes a duration like 30s, 5m, 2h, 1d or 90 (seconds); got {text!r}[/red]")
+        raise typer.Exit(2)
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def key_values(pairs: list[str], flag: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from taskbroker.cli.api_calls import api_client
-from taskbroker.cli.options import DEFAULT_URL, TokenOption, UrlOption, key_values
+from taskbroker.cli.options import DEFAULT_URL, TokenOption, UrlOption, key_values, seconds
 from taskbroker.cli.output import err, print_json
-from taskbroker.client import Client, ClientError, TaskSpec
+from taskbroker.client import Client, ClientError, RetryPolicy, TaskSpec
 
 
 def schedule(
@@ -47,6 +47,22 @@ def schedule(
         int, typer.Option(min=1, help="Schedule this many copies, in batches, with a progress bar.")
     ] = 1,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per batch with --count.")] = 1000,
+    delay: Annotated[
+        str | None, typer.Option(help="Run no earlier than this from now: 30s, 5m, 2h, 1d or seconds.")
+    ] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="Run no earlier than this time, ISO-8601 with timezone.")
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(min=0, max=999, help="Retry a failed attempt up to this many times (with backoff)."),
+    ] = None,
+    retry_delay: Annotated[
+        str, typer.Option(help="Wait before the first retry (doubling each time, at most 5m), e.g. 10s.")
+    ] = "1s",
+    attempt_timeout: Annotated[
+        str | None, typer.Option(help="Cancel an attempt that runs longer than this (it counts as failed).")
+    ] = None,
 ) -> None:
     """Schedule one task (or --count N of them) and print it (or their ids)."""
     body: dict[str, Any] = json.loads(attributes) if attributes else {}
@@ -56,16 +72,41 @@ def schedule(
         body["args"] = [key_values([f"_={a}"], "--arg")["_"] for a in arg]
     if kwarg:
         body["kwargs"] = key_values(kwarg, "--kwarg")
+    first_delay = seconds(retry_delay, "--retry-delay")
+    spec = TaskSpec(
+        scheduler,
+        body,
+        timeout,
+        priority=priority,
+        key=key,
+        callback_url=callback_url,
+        delay=None if delay is None else seconds(delay, "--delay"),
+        not_before=not_before,
+        retry=None
+        if retries is None
+        else RetryPolicy(
+            max_attempts=retries + 1, initial_delay=first_delay, max_delay=max(first_delay, 300.0)
+        ),
+        attempt_timeout=None if attempt_timeout is None else seconds(attempt_timeout, "--attempt-timeout"),
+    )
     if count > 1:
         if key is not None:
             err.print("[red]--key names one task; it cannot go with --count[/red]")
             raise typer.Exit(2)
-        spec = TaskSpec(scheduler, body, timeout, priority=priority, callback_url=callback_url)
         _schedule_many(url, token, spec, count, batch_size, wait)
         return
     with api_client(url, token) as client:
         task = client.schedule(
-            scheduler, body, timeout, priority=priority, key=key, callback_url=callback_url
+            scheduler,
+            body,
+            timeout,
+            priority=priority,
+            key=key,
+            callback_url=callback_url,
+            delay=spec.delay,
+            not_before=spec.not_before,
+            retry=spec.retry,
+            attempt_timeout=spec.attempt_timeout,
         )
         if wait:
             with err.status(f"waiting for task {task.id}..."):

@@ -14,6 +14,7 @@ from taskbroker.event_models import EventKind, TaskEvent
 from taskbroker.models import Task
 
 STATE_STYLES = {
+    EventKind.DELAYED: "bright_black",
     EventKind.PENDING: "cyan",
     EventKind.RUNNING: "yellow",
     EventKind.COMPLETE: "green",
@@ -32,6 +33,9 @@ def event_line(event: TaskEvent) -> Text:
     line = Text(f"{at}  {event.task_id}  {event.scheduler}  ")
     line.append(f"{event.state.value:<8}", style=STATE_STYLES.get(event.state, ""))
     line.append(f"  attempt {event.attempt}")
+    if event.not_before is not None:
+        due = event.not_before.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line.append(f"  {event.reason or 'delay'} until {due}")
     return line
 
 

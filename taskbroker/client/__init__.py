@@ -27,6 +27,7 @@ from taskbroker.client.errors import (
 )
 from taskbroker.client.sync import Client
 from taskbroker.event_models import EventKind, TaskEvent
+from taskbroker.retry_policy import RetryPolicy
 
 __all__ = [
     "ApiError",
@@ -43,6 +44,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RetryPolicy",
     "TaskEvent",
     "TaskPage",
     "TaskSpec",

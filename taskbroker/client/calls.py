@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from taskbroker.client.errors import error_for
 from taskbroker.event_models import TaskEvent
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState, utcnow
+from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 from taskbroker.token_models import Role, TokenRecord
 
@@ -49,6 +50,14 @@ class TaskSpec:
     """Idempotency key: while a live task holds it, scheduling answers with that task."""
     callback_url: str | None = None
     """POSTed the final task (its host and port must be on TASKBROKER_WEBHOOK_HOSTS)."""
+    delay: float | timedelta | None = None
+    """Run no earlier than this long from now (seconds or a timedelta); not with ``not_before``."""
+    not_before: datetime | str | None = None
+    """Run no earlier than this (a datetime with a zone, or ISO-8601 text)."""
+    retry: RetryPolicy | None = None
+    """How failed attempts are retried (default: the scheduler's policy, else none)."""
+    attempt_timeout: float | None = None
+    """Seconds one attempt may run before it is cancelled and counts as failed."""
 
 
 class TaskPage(BaseModel):
@@ -101,6 +110,18 @@ def _task_body(spec: TaskSpec) -> dict[str, Any]:
         body["key"] = spec.key
     if spec.callback_url is not None:
         body["callback_url"] = spec.callback_url
+    if spec.delay is not None:
+        body["delay"] = spec.delay.total_seconds() if isinstance(spec.delay, timedelta) else spec.delay
+    if spec.not_before is not None:
+        if isinstance(spec.not_before, datetime) and spec.not_before.tzinfo is None:
+            raise ValueError("not_before must carry a timezone (e.g. datetime.now(UTC) + ...)")
+        body["not_before"] = (
+            spec.not_before.isoformat() if isinstance(spec.not_before, datetime) else spec.not_before
+        )
+    if spec.retry is not None:
+        body["retry"] = spec.retry.model_dump()
+    if spec.attempt_timeout is not None:
+        body["attempt_timeout"] = spec.attempt_timeout
     return body
 
 
@@ -219,7 +240,8 @@ def list_tasks(
 
 
 def register_scheduler(definition: SchedulerDefinition) -> Call[SchedulerStatus]:
-    return Call("POST", "/scheduler", SchedulerStatus.model_validate, json=definition.model_dump())
+    body = definition.model_dump(mode="json", exclude_none=True)
+    return Call("POST", "/scheduler", SchedulerStatus.model_validate, json=body)
 
 
 def schedulers() -> Call[list[SchedulerStatus]]:

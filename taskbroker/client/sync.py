@@ -16,6 +16,7 @@ from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
 from taskbroker.event_models import TaskEvent
 from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState
+from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 from taskbroker.token_models import Role, TokenRecord
 
@@ -64,10 +65,27 @@ class Client:
         priority: int = 0,
         key: str | None = None,
         callback_url: str | None = None,
+        delay: float | timedelta | None = None,
+        not_before: datetime | str | None = None,
+        retry: RetryPolicy | None = None,
+        attempt_timeout: float | None = None,
     ) -> Task:
         """Schedule one task; ``timeout`` is when it expires (a datetime with a zone, or from now).
-        With ``key``, a live task already holding it is answered instead of a new one."""
-        spec = TaskSpec(scheduler, attributes, timeout, priority=priority, key=key, callback_url=callback_url)
+        With ``key``, a live task already holding it is answered instead of a new one. With
+        ``delay`` or ``not_before`` it waits ``delayed`` until then; ``retry`` and
+        ``attempt_timeout``: docs/retries.md."""
+        spec = TaskSpec(
+            scheduler,
+            attributes,
+            timeout,
+            priority=priority,
+            key=key,
+            callback_url=callback_url,
+            delay=delay,
+            not_before=not_before,
+            retry=retry,
+            attempt_timeout=attempt_timeout,
+        )
         return self._send(calls.schedule(spec))
 
     def schedule_many(

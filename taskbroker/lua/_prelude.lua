@@ -8,6 +8,10 @@ local events = prefix .. ':events'
 -- first (reconciliation: a message that was never confirmed, or was lost in RabbitMQ).
 -- `republish_after` (seconds) is defined by TaskStore ahead of this prelude (a setting).
 local unclaimed = prefix .. ':unclaimed'
+-- Delayed tasks by when they are due (not_before, epoch seconds): the timeout daemon releases
+-- the due ones (release_due). `{prefix}:delayed_counts` holds how many each scheduler has (metrics).
+local delayed = prefix .. ':delayed'
+local delayed_counts = prefix .. ':delayed_counts'
 
 local function task_key(id)
   return prefix .. ':task:' .. id
@@ -49,11 +53,11 @@ end
 -- What transitions read of a task, in one HMGET; nil for a task that is not stored.
 local function read_task(id)
   local f = redis.call('HMGET', task_key(id), 'state', 'scheduler', 'attempts', 'owner', 'events',
-    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url', 'attributes')
+    'lease_owner', 'lease_until', 'timeout', 'idem', 'callback_url', 'attributes', 'retry')
   if not f[1] then return nil end
   return {id = id, state = f[1], scheduler = f[2], attempts = f[3] or '0', owner = f[4] or '',
     events = f[5], lease_owner = f[6], lease_until = f[7], timeout = f[8], idem = f[9],
-    callback_url = f[10], attributes_inline = f[11] and true or false}
+    callback_url = f[10], attributes_inline = f[11] and true or false, retry = f[12]}
 end
 
 -- Idempotency keys ({prefix}:idem:{scheduler}:{hash}) name the live task that holds them.
@@ -63,7 +67,7 @@ local function idempotency_holder(idem)
   local id = redis.call('GET', idem)
   if not id then return false end
   local state = redis.call('HGET', task_key(id), 'state')
-  if state == 'pending' or state == 'running' then return id end
+  if state == 'pending' or state == 'running' or state == 'delayed' then return id end
   return false
 end
 
@@ -77,10 +81,18 @@ end
 -- entries, space separated), which the caller writes with the rest of its change: that is how
 -- GET /task/{id}/events finds a task's events in O(its events), with no per-task key.
 -- `events_max_length` is defined by TaskStore ahead of this prelude (a setting).
-local function emit(task, state, now)
-  local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
-    'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
-    'owner', task.owner, 'at', now)
+-- `extra` (optional) is a flat list of more field/value pairs (a delay's reason and not_before).
+local function emit(task, state, now, extra)
+  local event_id
+  if extra then
+    event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+      'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+      'owner', task.owner, 'at', now, unpack(extra))
+  else
+    event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
+      'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
+      'owner', task.owner, 'at', now)
+  end
   if task.events then return task.events .. ' ' .. event_id end
   return event_id
 end
@@ -107,6 +119,39 @@ local function index_final(task, state, now, retention_ms)
   local ms = math.floor(tonumber(now) * 1000)
   redis.call('ZADD', key, ms, task.id)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ms - tonumber(retention_ms)))
+end
+
+-- A task leaves the delayed index (released, or final while delayed): the index and the
+-- scheduler's count lose it together.
+local function undelay(task)
+  redis.call('ZREM', delayed, task.id)
+  if redis.call('HINCRBY', delayed_counts, task.scheduler, -1) <= 0 then
+    redis.call('HDEL', delayed_counts, task.scheduler)
+  end
+end
+
+-- Move a live task (as read_task read it) into `delayed` until `not_before` (epoch seconds,
+-- text): its message, if any, is no longer wanted (a duplicate is dropped at claim), a running
+-- task's lease goes, and an event `delayed` says why (`reason`: delay, retry or manual). The
+-- one way into the delayed state, for every script (create writes its own record, then
+-- indexes it through here with `fresh`). It leaves the deadline index and the live set alone:
+-- a live task is in both already; a caller reviving a final task (a manual retry) adds it to
+-- them, and removes the record's TTL, itself.
+local function delay_task(task, not_before, reason, now, fresh)
+  local key = task_key(task.id)
+  local event = emit(task, 'delayed', now, {'reason', reason, 'not_before', not_before})
+  redis.call('HSET', key, 'state', 'delayed', 'not_before', not_before, 'events', event)
+  if not fresh then
+    if task.lease_owner then
+      redis.call('HDEL', key, 'lease_owner', 'lease_until')
+      redis.call('ZREM', leases, task.id)
+    end
+    redis.call('ZREM', unclaimed, task.id)
+  end
+  if task.state ~= 'delayed' then redis.call('HINCRBY', delayed_counts, task.scheduler, 1) end
+  redis.call('ZADD', delayed, not_before, task.id)
+  task.state = 'delayed'
+  task.events = event
 end
 
 -- Write a live task's final state (the task as read_task read it) and start its retention
@@ -136,23 +181,8 @@ end
 local function finalize(task, state, now, retention_ms, result, err)
   write_final(task, state, now, retention_ms, result, err)
   redis.call('ZREM', deadlines, task.id)
-  redis.call('ZREM', unclaimed, task.id)
+  if task.state == 'delayed' then undelay(task) else redis.call('ZREM', unclaimed, task.id) end
   redis.call('SREM', live_key(task.scheduler), task.id)
-end
-
--- Tasks waiting for their not_before (state `delayed`), scored by it: the timeout daemon moves
--- the due ones to pending and publishes them. A delayed task is also in `deadlines` and its
--- scheduler's live set, but not in `unclaimed` until it is released.
-local delayed = prefix .. ':delayed'
-
--- emit, for an event that carries more than the state: `extra` is a flat field/value list
--- (a `delayed` event's reason and not_before).
-local function emit_with(task, state, now, extra)
-  local event_id = redis.call('XADD', events, 'MAXLEN', '~', events_max_length, '*',
-    'task', task.id, 'scheduler', task.scheduler, 'state', state, 'attempt', task.attempts,
-    'owner', task.owner, 'at', now, unpack(extra))
-  if task.events then return task.events .. ' ' .. event_id end
-  return event_id
 end
 
 -- Bring a retained failed, timed-out or aborted task back to life by hand (POST
@@ -178,20 +208,23 @@ local function rerun(task, now, timeout, not_before)
     'not_before')
   redis.call('PERSIST', key)
   if not task.attributes_inline then redis.call('PERSIST', attributes_key(task.id)) end
-  local state, event
+  local state
   if not_before ~= '' then
     state = 'delayed'
-    event = emit_with(task, 'delayed', now, {'reason', 'manual', 'not_before', not_before})
-    redis.call('HSET', key, 'not_before', not_before)
-    redis.call('ZADD', delayed, not_before, task.id)
+    delay_task(task, not_before, 'manual', now, false)
   else
     state = 'pending'
-    event = emit(task, 'retried', now)
+    task.events = emit(task, 'retried', now)
     redis.call('ZADD', unclaimed, tonumber(now) + republish_after, task.id)
   end
   redis.call('HSET', key, 'state', state, 'timeout', timeout, 'rerun_attempts', task.attempts,
-    'events', event)
+    'events', task.events)
   redis.call('ZADD', deadlines, timeout, task.id)
   redis.call('SADD', live_key(task.scheduler), task.id)
   return state
+end
+
+-- A task is live: delayed, pending or running.
+local function is_live(state)
+  return state == 'pending' or state == 'running' or state == 'delayed'
 end

@@ -18,7 +18,6 @@ for i = 8, #ARGV do
       and (owner == '' or task.owner == owner)
       and (not created_before or tonumber(redis.call('HGET', task_key(id), 'created_at')) <= created_before) then
     finalize(task, 'aborted', now, retention_ms, false, 'aborted')
-    redis.call('ZREM', delayed, id)
     aborted[#aborted + 1] = id
   end
 end

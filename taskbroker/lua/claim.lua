@@ -6,6 +6,9 @@ local now, lease_until = tonumber(ARGV[4]), ARGV[5]
 local max_attempts, retention_ms = tonumber(ARGV[6]), ARGV[7]
 local task = read_task(id)
 if not task then return {'gone'} end
+-- A delayed task's message is a stale duplicate (of a publish before its retry): it is
+-- published again when it is due.
+if task.state == 'delayed' then return {'delayed'} end
 if task.state ~= 'pending' and task.state ~= 'running' then return {'final', task.state} end
 if task.state == 'running' and tonumber(task.lease_until or '0') > now then return {'busy'} end
 if tonumber(task.timeout) <= now then
@@ -13,6 +16,11 @@ if tonumber(task.timeout) <= now then
   return {'expired'}
 end
 local attempts = tonumber(task.attempts)
+-- Lost consumers may take TASKBROKER_MAX_ATTEMPTS attempts, or the task's retry policy's
+-- max_attempts if that is more (docs/retries.md): attempts count both kinds of failure.
+if task.retry then
+  max_attempts = math.max(max_attempts, tonumber(string.match(task.retry, '^%d+')))
+end
 -- A task re-run by hand (retry) counts its crashes from there: read only past the limit, so the
 -- common claim pays nothing for it.
 if attempts >= max_attempts and

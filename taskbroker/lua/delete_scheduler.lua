@@ -10,6 +10,7 @@ for _, id in ipairs(live) do
   if task then finalize(task, 'aborted', ARGV[4], ARGV[5], false, 'aborted: its scheduler was deleted') end
 end
 redis.call('HDEL', schedulers, name)
+redis.call('HDEL', prefix .. ':scheduler_defaults', name)
 redis.call('DEL', live_key(name))
 -- Its retained final tasks stay readable by id until their retention ends, but are no longer
 -- listed: nothing else would ever trim these indexes.

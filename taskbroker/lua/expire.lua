@@ -1,4 +1,4 @@
--- expire: live tasks past their timeout -> timeout. Reads only the due slice of the deadline
+-- expire: live tasks (delayed, pending or running) past their timeout -> timeout. Reads only the due slice of the deadline
 -- index, so a sweep costs O(expired), and runs atomically, so concurrent daemons never expire
 -- the same task twice. Every id read leaves the deadline index (a final or vanished task has no
 -- business there), so the index and the live sets lose the whole batch in one command each.
@@ -15,8 +15,9 @@ local out = {}
 local leaving = {}
 for _, id in ipairs(ids) do
   local task = read_task(id)
-  if task and (task.state == 'pending' or task.state == 'running') then
+  if task and is_live(task.state) then
     write_final(task, 'timeout', ARGV[2], ARGV[4], false, 'timed out')
+    if task.state == 'delayed' then undelay(task) end
     local members = leaving[task.scheduler]
     if not members then
       members = {}

@@ -7,7 +7,7 @@ local marked = {}
 for i = 2, #ARGV do
   local key = task_key(ARGV[i])
   local state = redis.call('HGET', key, 'state')
-  if state == 'pending' or state == 'running' then
+  if is_live(state) then
     redis.call('HSET', key, 'published', '1')
     marked[#marked + 1] = ARGV[i]
   end

@@ -22,7 +22,7 @@ if mode ~= 'force' then
     local last = redis.call('HGET', key, 'last_task_id')
     if last and last ~= '' then
       local state = redis.call('HGET', task_key(last), 'state')
-      if redis.call('HEXISTS', firing, last) == 1 or state == 'pending' or state == 'running' then
+      if redis.call('HEXISTS', firing, last) == 1 or is_live(state) then
         return {'overlap', last}
       end
     end

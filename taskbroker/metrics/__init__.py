@@ -100,6 +100,13 @@ TASKS_RUNNING = Gauge(
     ["scheduler"],
     registry=REGISTRY,
 )
+TASKS_RETRIED = Counter(
+    "taskbroker_tasks_retried",
+    "Failed attempts this consumer process sent back to wait for a retry (delayed by the "
+    "task's backoff), per scheduler.",
+    ["scheduler"],
+    registry=REGISTRY,
+)
 CONSUMERS_SUBSCRIBED = Gauge(
     "taskbroker_worker_subscribed",
     "Consumers of this process subscribed to the scheduler's queue now (1 for a worker; 0 while "
@@ -147,6 +154,12 @@ TASKS_REPUBLISHED = Counter(
     "taskbroker_timeout_daemon_republished",
     "Pending tasks no consumer claimed within TASKBROKER_REPUBLISH_AFTER (a publish never "
     "confirmed, or a message lost) whose message this daemon published again.",
+    ["scheduler"],
+    registry=REGISTRY,
+)
+TASKS_RELEASED = Counter(
+    "taskbroker_timeout_daemon_released",
+    "Delayed tasks this daemon made pending when due and published (a delay or a retry's backoff over).",
     ["scheduler"],
     registry=REGISTRY,
 )
@@ -241,6 +254,14 @@ def task_expired(scheduler: str, previous_state: TaskState, count: int = 1) -> N
 
 def tasks_requeued(count: int) -> None:
     TASKS_REQUEUED.inc(count)
+
+
+def task_retried(scheduler: str) -> None:
+    TASKS_RETRIED.labels(scheduler).inc()
+
+
+def tasks_released(scheduler: str, count: int) -> None:
+    TASKS_RELEASED.labels(scheduler).inc(count)
 
 
 def tasks_republished(scheduler: str, count: int) -> None:

@@ -52,19 +52,27 @@ class LiveReading:
             )
             live = GaugeMetricFamily(
                 "taskbroker_live_tasks",
-                "Live (pending or running) tasks per scheduler.",
+                "Live (delayed, pending or running) tasks per scheduler.",
                 labels=["scheduler"],
             )
             for name, count in self.census.per_scheduler.items():
                 live.add_metric([name], count)
+            delayed = GaugeMetricFamily(
+                "taskbroker_delayed_tasks",
+                "Delayed tasks per scheduler: waiting for their not_before (a delay or a retry's backoff).",
+                labels=["scheduler"],
+            )
+            for name, count in (self.census.delayed_per_scheduler or {}).items():
+                delayed.add_metric([name], count)
             by_state = GaugeMetricFamily(
                 "taskbroker_live_tasks_by_state",
                 "Live tasks of all schedulers by state (running: holding a lease, lapsed ones included).",
                 labels=["state"],
             )
+            by_state.add_metric(["delayed"], self.census.delayed)
             by_state.add_metric(["pending"], self.census.pending)
             by_state.add_metric(["running"], self.census.running)
-            families += [schedulers, live, by_state]
+            families += [schedulers, live, delayed, by_state]
         if self.queues is not None:
             messages = GaugeMetricFamily(
                 "taskbroker_queue_messages",

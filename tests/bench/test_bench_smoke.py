@@ -48,6 +48,8 @@ def test_quick_benchmark_produces_every_figure_and_the_table(tmp_path: Path) -> 
         assert results["peers"][peer]["tasks_per_s"] > 0
     assert results["timeout_daemon"]["expired"] == 2000
     assert set(results["timeout_daemon"]["idle_sweep_ms"]) == {"0", "20000"}
+    assert results["delayed_release"]["released"] == results["delayed_release"]["published"] == 2000
+    assert set(results["delayed_release"]["idle_sweep_ms"]) == {"0", "20000"}
     assert all(value != "-" for _, value, _ in targets(results))
 
 

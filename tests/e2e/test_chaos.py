@@ -2,9 +2,13 @@
 replaced, the API is SIGKILLed in the middle of batches and replaced, RabbitMQ and Redis
 connections are cut, and two timeout daemons run. Every task carries an idempotency key, and the
 client retries a batch (same keys) until it is answered, as a careful client would. At the end
-every task is accepted and final, none is lost, no task ever had two runs at the same time, and
-no stored task is left live: what a killed API stored without publishing, or what a Redis cut
-answered 503 after storing, was adopted by a retry or republished by reconciliation.
+every task is accepted and final, none is lost, no task ever had two runs at the same time, no
+task had more attempts than it is allowed, and no stored task is left live: what a killed API
+stored without publishing, or what a Redis cut answered 503 after storing, was adopted by a
+retry or republished by reconciliation.
+
+Every third batch is delayed a little and carries a retry policy, and half of its tasks fail
+their first two runs on purpose: retries and releases of delayed tasks run through the chaos too.
 
 `.ci/run` runs the bounded variant (2,000 tasks); `pytest -m soak` runs a longer one.
 """
@@ -33,6 +37,12 @@ from tests.support.waiting import eventually_sync
 SCHEDULERS = ("chaos-a", "chaos-b")
 REPLICAS = ("chaos-a", "chaos-a", "chaos-b")  # three consumers over the two schedulers
 BATCH = 50
+MAX_ATTEMPTS = 5
+"""TASKBROKER_MAX_ATTEMPTS of the run: what a task without a retry policy may take."""
+RETRY = {"max_attempts": 7, "initial_delay": 0.1, "backoff_factor": 2, "max_delay": 0.5}
+"""The retry policy of every third batch: more attempts than MAX_ATTEMPTS, so the check that none
+exceeds its own allowance can tell the two apart."""
+FAILED_RUNS = 2
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,20 @@ def _schedule_all(api: BlockingApi, recording: Recording, plan: Plan, ledger: Le
         time.sleep(max(0.0, began + number * plan.schedule_seconds / batches - time.monotonic()))
         scheduler = SCHEDULERS[(start // BATCH) % len(SCHEDULERS)]
         tags = [f"t{n}" for n in range(start, min(start + BATCH, plan.tasks))]
-        calls = [recording.call(tag, asynchronous=True, seconds=rng.uniform(0.02, 0.2)) for tag in tags]
+        retried = _retried_batch(start)
+        calls = [
+            recording.call(
+                tag,
+                asynchronous=True,
+                seconds=rng.uniform(0.02, 0.2),
+                fail_runs=FAILED_RUNS if retried and n % 2 == 0 else 0,
+            )
+            for n, tag in enumerate(tags)
+        ]
+        extra: dict[str, object] = {"retry": RETRY, "delay": 0.3} if retried else {}
         body = {
             "tasks": [
-                {"scheduler": scheduler, "attributes": call, "key": tag}
+                {"scheduler": scheduler, "attributes": call, "key": tag, **extra}
                 for call, tag in zip(calls, tags, strict=True)
             ]
         }
@@ -99,6 +119,16 @@ def _schedule_all(api: BlockingApi, recording: Recording, plan: Plan, ledger: Le
             assert response.status_code in (409, 503), response.text
             ledger.rejected_batches += 1
             time.sleep(0.2)  # a client's backoff before retrying the 503
+
+
+def _retried_batch(start: int) -> bool:
+    return (start // BATCH) % 3 == 0
+
+
+def _allowed_attempts(tag: str) -> int:
+    """The larger of TASKBROKER_MAX_ATTEMPTS and the task's policy (docs/retries.md)."""
+    retried = _retried_batch(int(tag.removeprefix("t")) // BATCH * BATCH)
+    return max(MAX_ATTEMPTS, int(RETRY["max_attempts"])) if retried else MAX_ATTEMPTS
 
 
 def _start_worker(processes: Processes, scheduler: str, ledger: Ledger) -> ManagedProcess:
@@ -198,7 +228,7 @@ def _run_chaos(
         TASKBROKER_REDIS_URL=proxied_url(REDIS_URL, redis_proxy),
         TASKBROKER_AMQP_URL=proxied_url(AMQP_URL, amqp_proxy),
         TASKBROKER_LEASE="2",
-        TASKBROKER_MAX_ATTEMPTS="5",
+        TASKBROKER_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
         TASKBROKER_REPUBLISH_AFTER="3",
     )
     api_process, url = processes.api()
@@ -277,10 +307,16 @@ def _run_chaos(
     assert len(final) == len(ids), "accepted tasks missing from Redis: lost"
     assert set(states) <= {"complete", "failed"}, states
     for task_id, state in final.items():
+        tag = ledger.accepted[task_id]
+        assert int(state["attempts"]) <= _allowed_attempts(tag), (task_id, tag, state)
         if state["state"] == "failed":
-            assert "gave up after" in state["error"], (task_id, state)
+            # Crashes used up its attempts, or (a task failing on purpose) its policy's.
+            assert "gave up after" in state["error"] or state["error"].startswith("RuntimeError: failure"), (
+                task_id,
+                state,
+            )
         else:
-            assert ledger.accepted[task_id] in ended_tags, f"{task_id} complete but its run never ended"
+            assert tag in ended_tags, f"{task_id} complete but its run never ended"
     assert _overlaps(events, ledger.killed_at) == []
     assert all(d.returncode is None for d in daemons), [d.describe() for d in daemons]
     # A batch whose tasks ran to the end before its retry arrived freed their keys, so the retry

@@ -166,3 +166,33 @@ def test_a_worker_whose_runtime_plugin_is_broken_exits_naming_the_package(
     assert "taskbroker-haunted 1.0" in stderr, stderr
     assert "missing_dependency_of_the_plugin" in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+def test_an_attempt_past_its_attempt_timeout_is_killed_and_retried(
+    processes: Processes, api: BlockingApi, http: httpx.Client, tmp_path: Path
+) -> None:
+    _worker(processes, tmp_path)
+    processes.timeout_daemon()
+    pid_file, marker = tmp_path / "slow.pid", tmp_path / "second-attempt"
+    script = (
+        f"if [ -e {marker} ]; then echo second; exit 0; fi; "
+        f"touch {marker}; echo $$ > {pid_file}; exec sleep 3600"
+    )
+    body = {
+        "scheduler": SCHEDULER,
+        "attributes": {"command": ["sh", "-c", script]},
+        "attempt_timeout": 1,
+        "retry": {"max_attempts": 2, "initial_delay": 0.2},
+    }
+    scheduled = http.post(f"{api.url}/task/schedule", json=body)
+    assert scheduled.status_code == 201, scheduled.text
+    task = scheduled.json()
+
+    final = api.wait_for_state(task["id"])
+
+    assert final["state"] == "complete", final
+    assert final["attempts"] == 2
+    assert final["result"]["output"] == "second\n"
+    assert "attempt_timeout of 1 s" in final["errors"][0]["error"]
+    # The first attempt's command was really stopped, not left running beside the second.
+    assert not _running(int(pid_file.read_text()))

@@ -228,3 +228,27 @@ async def test_a_scrape_with_redis_down_answers_with_redis_up_0_and_the_queue_de
     assert metrics.value("taskbroker_rabbitmq_up") == 1
     assert metrics.value("taskbroker_queue_messages", scheduler=scheduler) == 1
     assert metrics.value("taskbroker_tasks_scheduled_total", scheduler=scheduler) == 1
+
+
+async def test_delayed_tasks_and_retries_are_counted_by_scheduler(
+    real_api: Api, real: Backends, settings: Settings, scheduler: str
+) -> None:
+    await real_api.register(scheduler)
+    for _ in range(2):
+        response = await real_api.http.post(
+            "/task/schedule", json={"scheduler": scheduler, "attributes": ECHO, "delay": 600}
+        )
+        assert response.status_code == 201, response.text
+    retried = await real_api.http.post(
+        "/task/schedule",
+        json={"scheduler": scheduler, "attributes": FAIL, "retry": {"max_attempts": 2, "initial_delay": 600}},
+    )
+    assert retried.status_code == 201, retried.text
+    async with running_consumer(settings, real, scheduler):
+        await real_api.wait_for_state(retried.json()["id"], "delayed")
+        metrics = await scrape(real_api)
+
+    assert metrics.value("taskbroker_delayed_tasks", scheduler=scheduler) == 3
+    assert metrics.value("taskbroker_live_tasks", scheduler=scheduler) == 3
+    assert metrics.value("taskbroker_tasks_retried_total", scheduler=scheduler) == 1
+    assert metrics.value("taskbroker_live_tasks_by_state", state="delayed") == 3

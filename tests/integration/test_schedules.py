@@ -195,6 +195,25 @@ async def test_forced_run_creates_a_task_at_once_and_keeps_the_next_fire_time(ap
     assert run["task_id"] == task["id"]
 
 
+async def test_schedule_runs_carry_the_templates_retry_policy_and_attempt_timeout(api: Api) -> None:
+    policy = {
+        "max_attempts": 4,
+        "initial_delay": 5.0,
+        "backoff_factor": 2.0,
+        "max_delay": 60.0,
+        "jitter": False,
+    }
+    schedule = await _create(api, cron="0 3 * * *", retry=policy, attempt_timeout=30)
+    assert schedule["retry"] == policy
+
+    response = await api.http.post(f"/schedules/{schedule['id']}/run")
+
+    assert response.status_code == 201, response.text
+    task = await api.task(response.json()["id"])
+    assert task["retry"] == policy
+    assert task["attempt_timeout"] == 30
+
+
 async def test_run_history_lists_created_tasks_with_their_final_states(
     api: Api, firer: ScheduleFirer, settings: Settings, real: Backends
 ) -> None:

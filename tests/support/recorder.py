@@ -100,18 +100,23 @@ async def arecord(
     seconds: float = 0.0,
     first_run_seconds: float | None = None,
     held: bool = False,
+    fail_runs: int = 0,
     redis_url: str | None = None,
     prefix: str | None = None,
 ) -> dict[str, Any]:
     """Record a run of ``tag`` (cancellable sleep: a cancelled run records ``cancelled``, not ``end``,
     and does not count in ``ends``). A ``held`` run waits, instead of sleeping, until the test
-    calls ``Recording.release(tag)``, so a test can act while it is certainly still running."""
+    calls ``Recording.release(tag)``, so a test can act while it is certainly still running. The
+    first ``fail_runs`` runs record ``failed`` and raise (for retries)."""
     url, key_prefix = _where(redis_url, prefix)
     events, starts, ends = _keys(key_prefix, tag)
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         run = int(await client.incr(starts))
         await client.rpush(events, _event(tag, "start", run))
+        if run <= fail_runs:
+            await client.rpush(events, _event(tag, "failed", run))
+            raise RuntimeError(f"failure {run}")
         try:
             if held:
                 await client.blpop([_release_key(key_prefix, tag)], timeout=0)
@@ -165,9 +170,11 @@ class Recording:
         seconds: float = 0.0,
         first_run_seconds: float | None = None,
         held: bool = False,
+        fail_runs: int = 0,
     ) -> dict[str, Any]:
         """Inline task attributes for one recorded run of ``tag``; ``held`` (asynchronous only)
-        keeps the run going until ``release(tag)``."""
+        keeps the run going until ``release(tag)``; the first ``fail_runs`` runs (asynchronous
+        only) fail."""
         kwargs: dict[str, Any] = {
             "tag": tag,
             "seconds": seconds,
@@ -180,6 +187,10 @@ class Recording:
             if not asynchronous:
                 raise ValueError("only an asynchronous run can be held")
             kwargs["held"] = True
+        if fail_runs:
+            if not asynchronous:
+                raise ValueError("only an asynchronous run can fail on purpose")
+            kwargs["fail_runs"] = fail_runs
         function = "arecord" if asynchronous else "record"
         return {"function": f"{MODULE}:{function}", "kwargs": kwargs}
 
