@@ -13,7 +13,7 @@ from taskbroker.api.errors import install_error_handlers
 from taskbroker.api.event_hub import EventHub
 from taskbroker.api.instrumentation import RequestMetrics
 from taskbroker.api.limits import BodySizeLimit
-from taskbroker.api.routers import events, health, schedulers, schedules, tasks, tokens
+from taskbroker.api.routers import consumers, events, health, schedulers, schedules, tasks, tokens
 from taskbroker.api.routers import metrics as metrics_router
 from taskbroker.api.routers.docs import docs_router
 from taskbroker.api.scheduling_lane import LanedFastAPI
@@ -73,6 +73,7 @@ def create_app(
     for router in (
         tasks.router,
         schedulers.router,
+        consumers.router,
         schedules.router,
         tokens.router,
         health.router,

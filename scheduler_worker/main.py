@@ -72,5 +72,6 @@ async def serve_worker(
         concurrency=concurrency,
         prefetch=prefetch,
         consumer_id=consumer_id,
+        runtime_name=definition.runtime,
     )
     await consumer.run(stop)

@@ -10,5 +10,6 @@ for _, id in ipairs(live) do
   if task then finalize(task, 'aborted', ARGV[4], ARGV[5], false, 'aborted: its scheduler was deleted') end
 end
 redis.call('HDEL', schedulers, name)
+redis.call('SREM', prefix .. ':paused', name)
 redis.call('DEL', live_key(name))
 return {'deleted', live}
