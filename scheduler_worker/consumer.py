@@ -155,6 +155,15 @@ class Consumer:
             await self._leave_inventory()
             self._log.info("consumer.stopped")
 
+    def subscription_state(self) -> str | None:
+        """ "subscribed", "paused" (deliberately unsubscribed: its scheduler is paused), or None
+        while it is neither (starting, or resubscribing after a loss)."""
+        if self.ready.is_set():
+            return "subscribed"
+        if self.paused.is_set():
+            return "paused"
+        return None
+
     # Receiving
 
     def _on_delivery(self, delivery: Delivery) -> None:
@@ -169,9 +178,10 @@ class Consumer:
         or connection closed) report not ready and subscribe again with backoff."""
         backoff = Backoff(cap=RESUBSCRIBE_BACKOFF_CAP)
         try:
-            while await self._wait_unpaused(stop) and (
-                subscription := await self._subscribe(stop, backoff)
-            ) is not None:
+            while (
+                await self._wait_unpaused(stop)
+                and (subscription := await self._subscribe(stop, backoff)) is not None
+            ):
                 subscribed_at = time.monotonic()
                 self._set_ready(True)
                 self._log.info("consumer.subscribed", queue=self._queue)

@@ -603,7 +603,6 @@ class TaskStore:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-
     # Consumers: the inventory their heartbeats keep, and pausing a scheduler
 
     @redis_call
