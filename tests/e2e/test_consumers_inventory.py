@@ -52,6 +52,7 @@ def test_consumers_lists_two_workers_with_their_running_tasks_and_drops_a_killed
         return found if running == {one["id"], two["id"]} and len(found) == 2 else None
 
     listed = eventually_sync(both_listed_running, what="both workers listed with their running task")
+    assert listed is not None
     assert set(listed) == {first.pid, second.pid}
     for consumer in listed.values():
         assert consumer["scheduler"] == SCHEDULER
