@@ -5,6 +5,7 @@ leaves its scheduler's tasks in the queue until resumed (on both backend pairs).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -32,9 +33,9 @@ async def test_a_running_consumer_is_listed_with_its_task_and_leaves_at_once_whe
     async with running_consumer(settings, backends, SCHEDULER, concurrency=2) as consumer:
         task = await api.schedule(SCHEDULER, recording.call("listed", asynchronous=True, seconds=3600))
 
-        async def listed_running() -> list[dict[str, object]] | None:
-            found = (await api.http.get("/consumers")).json()["consumers"]
-            return found if found and found[0]["running"] == [task["id"]] else None
+        async def listed_running() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = (await api.http.get("/consumers")).json()["consumers"]
+            return found if found and found[0]["running"] == [task["id"]] else []
 
         (listed,) = await eventually(listed_running, what="the consumer listed with its task")
         assert listed["id"] == consumer.consumer_id
