@@ -415,13 +415,10 @@ class Consumer:
     # Leases
 
     async def _check_leases(self, task_ids: list[str]) -> None:
+        """Renew these leases now (a cancel notice named them): cancel the runs no longer ours."""
         renewed_at = time.time()
         lost = await self._store.renew(task_ids, consumer=self.consumer_id, lease=self._settings.lease)
-        for task_id in set(task_ids) - set(lost):
-            if (run := self._runs.get(task_id)) is not None:
-                run.lease_until = renewed_at + self._settings.lease
-        for task_id in lost:
-            await self._cancel(task_id, reason="no longer ours: aborted, timed out or taken over")
+        await self._renewed(task_ids, lost, renewed_at)
 
     async def _beat(self, held: list[str]) -> None:
         """One heartbeat: renew the leases, refresh the inventory record, learn of a pause."""
@@ -429,11 +426,14 @@ class Consumer:
         beat = await self._store.heartbeat(
             self._identity, held, lease=self._settings.lease, paused=self.paused.is_set()
         )
-        for task_id in set(held) - set(beat.lost):
+        self._set_paused(beat.paused)
+        await self._renewed(held, beat.lost, renewed_at)
+
+    async def _renewed(self, task_ids: list[str], lost: list[str], renewed_at: float) -> None:
+        for task_id in set(task_ids) - set(lost):
             if (run := self._runs.get(task_id)) is not None:
                 run.lease_until = renewed_at + self._settings.lease
-        self._set_paused(beat.paused)
-        for task_id in beat.lost:
+        for task_id in lost:
             await self._cancel(task_id, reason="no longer ours: aborted, timed out or taken over")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
