@@ -20,7 +20,9 @@ consumer's inventory record (``GET /consumers``) and reads whether its scheduler
 paused consumer cancels its subscription, so RabbitMQ keeps the scheduler's messages in the
 queue for when it resumes, and runs what it already runs to its end. A consumer subscribes only
 after its first heartbeat has said its scheduler is not paused, so a replica started while
-paused stays idle.
+paused stays idle. Cancelling, not basic.qos or channel.flow: a prefetch of 0 means unlimited,
+RabbitMQ refuses a client's flow stop, and a cancel hands the prefetched messages back at once,
+so the queue shows 0 consumers: what an operator draining it waits for.
 """
 
 from __future__ import annotations

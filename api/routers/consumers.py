@@ -22,6 +22,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class ConsumerList(BaseModel):
+    """The answer of `GET /consumers` (an object, so fields can be added beside the list)."""
+
     consumers: list[ConsumerStatus]
 
 
