@@ -16,6 +16,7 @@ from taskbroker.api.finished_tally import FinishedTally
 from taskbroker.api.instrumentation import RequestMetrics
 from taskbroker.api.limits import BodySizeLimit
 from taskbroker.api.routers import (
+    consumers,
     events,
     health,
     overview,
@@ -87,6 +88,7 @@ def create_app(
         tasks.router,
         reruns.router,
         schedulers.router,
+        consumers.router,
         schedules.router,
         tokens.router,
         whoami.router,

@@ -19,11 +19,21 @@ The order of steps is what makes the guarantees (docs/operations.md, "Delivery g
 5. An attempt past its ``attempt_timeout`` is cancelled through the runtime; once the runtime
    says nothing of it still runs (``wait_stopped``, the lease held meanwhile) it counts as a
    failed, retryable attempt, so a retry never overlaps the attempt it follows.
+
+Each heartbeat is one round trip (``TaskStore.heartbeat``): it renews the leases, writes this
+consumer's inventory record (``GET /consumers``) and reads whether its scheduler is paused. A
+paused consumer cancels its subscription, so RabbitMQ keeps the scheduler's messages in the
+queue for when it resumes, and runs what it already runs to its end. A consumer subscribes only
+after its first heartbeat has said its scheduler is not paused, so a replica started while
+paused stays idle. Cancelling, not basic.qos or channel.flow: a prefetch of 0 means unlimited,
+RabbitMQ refuses a client's flow stop, and a cancel hands the prefetched messages back at once,
+so the queue shows 0 consumers: what an operator draining it waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import socket
 import time
@@ -45,7 +55,7 @@ from taskbroker.recovery import republish
 from taskbroker.retry_policy import RetryPolicy
 from taskbroker.runtimes.base import Runtime, TaskCancelled, TaskFailed, TaskRetry
 from taskbroker.settings import Settings
-from taskbroker.store import AttemptOutcome, ClaimOutcome, TaskStore
+from taskbroker.store import AttemptOutcome, ClaimOutcome, ConsumerIdentity, TaskStore
 
 log = structlog.get_logger("taskbroker.worker")
 R = TypeVar("R")
@@ -64,6 +74,13 @@ NO_POLICY = RetryPolicy(max_attempts=1)
 
 def new_consumer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("taskbroker")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 @dataclass
@@ -90,6 +107,7 @@ class Consumer:
         concurrency: int,
         prefetch: int | None = None,
         consumer_id: str | None = None,
+        runtime_name: str = "",
     ) -> None:
         self._settings = settings
         self._store = store
@@ -100,6 +118,19 @@ class Consumer:
         self._concurrency = concurrency
         self._prefetch = prefetch or concurrency
         self.consumer_id = consumer_id or new_consumer_id()
+        self._identity = ConsumerIdentity(
+            id=self.consumer_id,
+            scheduler=scheduler,
+            runtime=runtime_name or type(runtime).__name__,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=_version(),
+            concurrency=concurrency,
+            started_at=time.time(),
+        )
+        self._paused: bool | None = None
+        """Whether the last heartbeat found the scheduler paused; None before the first one."""
+        self._pause_changed = asyncio.Event()
         self._waiting: deque[tuple[float, Delivery]] = deque()
         self._delivery_ready = asyncio.Event()
         self._runs: dict[str, _Run] = {}
@@ -109,6 +140,9 @@ class Consumer:
         """Set while the consumer is subscribed to its queue, cleared while it is not (a lost
         subscription, shutdown); tests and `dev` wait on it. The metrics port shows it as
         ``taskbroker_worker_subscribed``."""
+        self.paused = asyncio.Event()
+        """Set while the consumer is unsubscribed because its scheduler is paused (it is healthy:
+        its readiness says paused)."""
         self._log = log.bind(scheduler=scheduler, consumer=self.consumer_id)
 
     # Public entry point
@@ -135,7 +169,17 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._runtime.close()
+            await self._leave_inventory()
             self._log.info("consumer.stopped")
+
+    def subscription_state(self) -> str | None:
+        """ "subscribed", "paused" (deliberately unsubscribed: its scheduler is paused), or None
+        while it is neither (starting, or resubscribing after a loss)."""
+        if self.ready.is_set():
+            return "subscribed"
+        if self.paused.is_set():
+            return "paused"
+        return None
 
     # Receiving
 
@@ -151,20 +195,26 @@ class Consumer:
         or connection closed) report not ready and subscribe again with backoff."""
         backoff = Backoff(cap=RESUBSCRIBE_BACKOFF_CAP)
         try:
-            while (subscription := await self._subscribe(stop, backoff)) is not None:
+            while (
+                await self._wait_unpaused(stop)
+                and (subscription := await self._subscribe(stop, backoff)) is not None
+            ):
                 subscribed_at = time.monotonic()
                 self._set_ready(True)
                 self._log.info("consumer.subscribed", queue=self._queue)
-                stopped = asyncio.create_task(stop.wait())
-                lost = asyncio.create_task(subscription.lost.wait())
-                await asyncio.wait([stopped, lost], return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                lost.cancel()
-                if not subscription.lost.is_set():
+                while not (stop.is_set() or subscription.lost.is_set() or self._paused):
+                    await self._wait_any(stop, subscription.lost, self._pause_changed)
+                if stop.is_set():
                     self._set_ready(False)
                     self._draining = True
                     await subscription.cancel()
                     return
+                if self._paused and not subscription.lost.is_set():
+                    self._set_ready(False)
+                    await subscription.cancel()
+                    # The broker took the unacked deliveries back with the subscription.
+                    self._waiting.clear()
+                    continue
                 self._set_ready(False)
                 if time.monotonic() - subscribed_at >= STABLE_SUBSCRIPTION:
                     backoff.reset()  # a loss after a healthy while is not part of a flapping run
@@ -173,6 +223,39 @@ class Consumer:
                 await sleep_unless_stopped(stop, delay)
         finally:
             self._set_ready(False)
+
+    async def _wait_unpaused(self, stop: asyncio.Event) -> bool:
+        """Wait until a heartbeat has found the scheduler not paused; False once ``stop`` is set.
+        While paused, the consumer is unsubscribed: RabbitMQ holds the messages for others."""
+        while not stop.is_set() and self._paused is not False:
+            if self._paused:
+                self.paused.set()
+            await self._wait_any(stop, self._pause_changed)
+        self.paused.clear()
+        return not stop.is_set()
+
+    async def _wait_any(self, *events: asyncio.Event) -> None:
+        """Wait until one of ``events`` is set. ``_pause_changed`` is cleared first: callers
+        check the pause state just before, with no await in between."""
+        self._pause_changed.clear()
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        first = self._paused is None
+        self._paused = paused
+        self._pause_changed.set()
+        if paused:
+            self._log.info("consumer.paused", running=sum(not r.ended for r in self._runs.values()))
+        elif not first:
+            self._log.info("consumer.resumed")
+            self._delivery_ready.set()
 
     async def _subscribe(self, stop: asyncio.Event, backoff: Backoff) -> Subscription | None:
         """A new subscription, retried with backoff while RabbitMQ is unreachable or the queue
@@ -226,7 +309,8 @@ class Consumer:
         metrics.consumer_subscribed(self._scheduler, subscribed)
 
     async def _next_delivery(self) -> Delivery | None:
-        while not self._waiting:
+        # Paused: the deliveries still waiting here go back with the subscription, not to a run.
+        while not self._waiting or self._paused:
             if self._draining:
                 return None
             self._delivery_ready.clear()
@@ -442,8 +526,21 @@ class Consumer:
     # Leases
 
     async def _check_leases(self, task_ids: list[str]) -> None:
+        """Renew these leases now (a cancel notice named them): cancel the runs no longer ours."""
         renewed_at = time.time()
         lost = await self._store.renew(task_ids, consumer=self.consumer_id, lease=self._settings.lease)
+        await self._renewed(task_ids, lost, renewed_at)
+
+    async def _beat(self, held: list[str]) -> None:
+        """One heartbeat: renew the leases, refresh the inventory record, learn of a pause."""
+        renewed_at = time.time()
+        beat = await self._store.heartbeat(
+            self._identity, held, lease=self._settings.lease, paused=self.paused.is_set()
+        )
+        self._set_paused(beat.paused)
+        await self._renewed(held, beat.lost, renewed_at)
+
+    async def _renewed(self, task_ids: list[str], lost: list[str], renewed_at: float) -> None:
         for task_id in set(task_ids) - set(lost):
             if (run := self._runs.get(task_id)) is not None:
                 run.lease_until = renewed_at + self._settings.lease
@@ -451,8 +548,9 @@ class Consumer:
             await self._cancel(task_id, reason="no longer ours: aborted, timed out or taken over")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Beat at once (the consumer subscribes only once it knows whether it is paused), then
+        every heartbeat interval."""
         while True:
-            await asyncio.sleep(self._settings.heartbeat_interval)
             # Runs cancelled for shutdown keep their leases until they are handed back.
             # So do runs past their attempt_timeout, until they have stopped and their failure
             # is written: a retry must not start while one still runs.
@@ -464,11 +562,12 @@ class Consumer:
             ]
             try:
                 # Bounded, so a hung connection cannot stall the heartbeat past the fence below.
-                await asyncio.wait_for(self._check_leases(held), timeout=self._settings.heartbeat_interval)
+                await asyncio.wait_for(self._beat(held), timeout=self._settings.heartbeat_interval)
             except (StoreUnavailable, TimeoutError) as exc:
                 self._log.warning(
                     "consumer.heartbeat_failed", error=str(exc) or "timed out", running=len(held)
                 )
+            await asyncio.sleep(self._settings.heartbeat_interval)
 
     async def _fence(self) -> None:
         """Cancel runs whose leases are about to lapse unrenewed (Redis unreachable): once a lease
@@ -521,6 +620,14 @@ class Consumer:
                 self._log.info("consumer.waiting_for_runtime", tasks=len(cancelled))
                 await asyncio.gather(*(self._runtime.wait_stopped(r.task) for r in cancelled))
             await self._hand_back([str(r.task.id) for r in cancelled])
+
+    async def _leave_inventory(self) -> None:
+        """A clean stop leaves `GET /consumers` at once; if Redis is unreachable the record
+        expires within a lease anyway."""
+        try:
+            await self._store.forget_consumer(self.consumer_id)
+        except StoreUnavailable as exc:
+            self._log.warning("consumer.inventory_left_to_expire", error=str(exc))
 
     async def _hand_back(self, task_ids: list[str]) -> None:
         """Give unfinished tasks back at shutdown: lapse their leases, then republish them. If

@@ -10,6 +10,7 @@ import structlog
 from taskbroker.backends import Backends
 from taskbroker.errors import StoreUnavailable
 from taskbroker.lifecycle import Backoff, sleep_unless_stopped
+from taskbroker.metrics.health import NotReady, ProcessHealth
 from taskbroker.models import SchedulerDefinition
 from taskbroker.runtimes.base import RuntimeConfig
 from taskbroker.runtimes.registry import load_runtime
@@ -44,10 +45,18 @@ async def serve_worker(
     allow: tuple[str, ...],
     options: dict[str, str],
     stop: asyncio.Event,
+    health: ProcessHealth | None = None,
 ) -> None:
-    """Run one consumer until ``stop``.
+    """Run one consumer until ``stop``; ``health`` (the metrics port's /readyz) is ready only
+    while the consumer is subscribed or deliberately paused.
 
     Raises UnknownScheduler, RuntimeUnavailable or RuntimeConfigError at start."""
+    if health is not None:
+
+        async def starting() -> str:
+            raise NotReady("starting: reading the scheduler's definition from Redis")
+
+        health.add_check("consumer", starting)
     definition = await wait_for_scheduler(backends, scheduler, stop)
     if definition is None:
         return
@@ -72,5 +81,14 @@ async def serve_worker(
         concurrency=concurrency,
         prefetch=prefetch,
         consumer_id=consumer_id,
+        runtime_name=definition.runtime,
     )
+    if health is not None:
+
+        async def subscription() -> str:
+            if (state := consumer.subscription_state()) is None:
+                raise NotReady("not subscribed to its queue: RabbitMQ unreachable or the queue missing")
+            return state
+
+        health.add_check("consumer", subscription)
     await consumer.run(stop)

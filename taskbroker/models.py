@@ -150,6 +150,29 @@ class SchedulerStatus(SchedulerDefinition):
         description="Consumers attached to the queue; null when RabbitMQ is unreachable."
     )
     live_tasks: int
+    paused: bool = Field(
+        default=False,
+        description="Paused (`POST /scheduler/{name}/pause`): its consumers take no new tasks; "
+        "scheduling still accepts them and they wait in the queue.",
+    )
+
+
+class ConsumerStatus(BaseModel):
+    """One live consumer, as its last heartbeat described it (`GET /consumers`)."""
+
+    id: str = Field(description="The consumer's id: host, process id and a random suffix.")
+    scheduler: str
+    runtime: str
+    host: str
+    pid: int
+    version: str = Field(description="The taskbroker version the consumer runs.")
+    concurrency: int
+    running: list[UUID] = Field(description="The tasks it ran at its last heartbeat.")
+    started_at: datetime
+    last_heartbeat: datetime
+    paused: bool = Field(
+        description="It had stopped taking new tasks at its last heartbeat (its scheduler is paused)."
+    )
 
 
 def utcnow() -> datetime:

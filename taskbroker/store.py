@@ -21,6 +21,9 @@ time in ms, trimmed to the retention as tasks finish: GET /tasks?state=failed, t
 Also ``{prefix}:idem:{scheduler}:{hash}`` (an idempotency key -> the live task holding it; the
 record's ``published`` marks its message confirmed) and ``{prefix}:webhooks`` (final tasks whose
 webhook is due, by due time; taskbroker.webhook_store).
+Consumers: ``{prefix}:consumer:{id}`` (hash: a live consumer's inventory record, written by its
+heartbeat and expiring one lease later), ``{prefix}:consumers`` (sorted set of consumer ids by
+when their record expires) and ``{prefix}:paused`` (set of paused scheduler names).
 Every transition also appends an event to the stream ``{prefix}:events`` (see taskbroker.events).
 """
 
@@ -54,7 +57,7 @@ from taskbroker.errors import (
     TaskNotFound,
     UnknownScheduler,
 )
-from taskbroker.models import SchedulerDefinition, Task, TaskState
+from taskbroker.models import ConsumerStatus, SchedulerDefinition, Task, TaskState
 from taskbroker.retry_policy import KEPT_ERRORS, AttemptError, RetryPolicy
 from taskbroker.script_calls import ScriptCalls
 
@@ -189,6 +192,33 @@ class LiveCensus:
     delayed: int = 0
     delayed_per_scheduler: dict[str, int] | None = None
     """Delayed tasks of each scheduler (counted in per_scheduler too)."""
+    paused: frozenset[str] = frozenset()
+    """The paused schedulers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerIdentity:
+    """What a consumer's inventory record says of it that does not change while it runs."""
+
+    id: str
+    scheduler: str
+    runtime: str
+    host: str
+    pid: int
+    version: str
+    concurrency: int
+    started_at: float
+    """Epoch seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The answer to a consumer's heartbeat."""
+
+    lost: list[str]
+    """The task ids it no longer holds (aborted, timed out, finished elsewhere, taken over)."""
+    paused: bool
+    """Its scheduler is paused: take no new messages."""
 
 
 def _epoch(value: datetime) -> str:
@@ -321,6 +351,8 @@ class TaskStore:
                 "release_due",
                 "fail_attempt",
                 "republish_soon",
+                "heartbeat",
+                "pause",
             )
         }
 
@@ -402,7 +434,8 @@ class TaskStore:
         pipe.zcard(self._key("deadlines"))
         pipe.zcard(self._key("leases"))
         pipe.hgetall(self._key("delayed_counts"))
-        *per_scheduler, live, running, delayed_counts = await pipe.execute()
+        pipe.smembers(self._key("paused"))
+        *per_scheduler, live, running, delayed_counts, paused = await pipe.execute()
         delayed = {n: max(int(delayed_counts.get(n, 0)), 0) for n in names}
         total_delayed = sum(delayed.values())
         return LiveCensus(
@@ -411,6 +444,7 @@ class TaskStore:
             running=int(running),
             delayed=total_delayed,
             delayed_per_scheduler=delayed,
+            paused=frozenset(str(n) for n in paused),
         )
 
     @redis_call
@@ -920,6 +954,93 @@ class TaskStore:
 
     def _final_key(self, scheduler: str, state: TaskState) -> str:
         return self._key("final", scheduler, state.value)
+
+    # Consumers: the inventory their heartbeats keep, and pausing a scheduler
+
+    @redis_call
+    async def heartbeat(
+        self, consumer: ConsumerIdentity, task_ids: Sequence[str], *, lease: float, paused: bool
+    ) -> Heartbeat:
+        """A consumer's heartbeat, in one round trip: renew its leases of ``task_ids``, write its
+        inventory record (the tasks it still holds, whether it is ``paused`` now), which expires
+        one ``lease`` later unless renewed, and read whether its scheduler is paused."""
+        now = time.time()
+        record = orjson.dumps(
+            {
+                "id": consumer.id,
+                "runtime": consumer.runtime,
+                "host": consumer.host,
+                "pid": consumer.pid,
+                "version": consumer.version,
+                "concurrency": consumer.concurrency,
+                "started_at": consumer.started_at,
+                "paused": paused,
+            }
+        ).decode()
+        lost, scheduler_paused = await self._run(
+            "heartbeat",
+            consumer.id,
+            repr(now + lease),
+            repr(now),
+            str(max(int(lease * 1000), 1)),
+            consumer.scheduler,
+            record,
+            *task_ids,
+        )
+        return Heartbeat(lost=[str(i) for i in lost], paused=bool(scheduler_paused))
+
+    @redis_call
+    async def forget_consumer(self, consumer_id: str) -> None:
+        """Remove a consumer's inventory record at once (a clean stop)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._key("consumer", consumer_id))
+        pipe.zrem(self._key("consumers"), consumer_id)
+        await pipe.execute()
+
+    @redis_call
+    async def list_consumers(self, *, scheduler: str | None = None) -> list[ConsumerStatus]:
+        """Every live consumer (of ``scheduler`` only, if given), sorted by scheduler then id.
+
+        A consumer's record expires one lease after its last heartbeat, so a dead one drops out
+        by itself; the ids of expired records are pruned from the index here, as they are met."""
+        index = self._key("consumers")
+        await self._redis.zremrangebyscore(index, "-inf", f"({time.time()!r}")
+        ids = [str(i) for i in await self._redis.zrange(index, 0, -1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for consumer_id in ids:
+            pipe.hgetall(self._key("consumer", consumer_id))
+        found: list[ConsumerStatus] = []
+        for fields in await pipe.execute():
+            if not fields or (scheduler is not None and fields["scheduler"] != scheduler):
+                continue
+            record = orjson.loads(fields["record"])
+            found.append(
+                ConsumerStatus(
+                    id=record["id"],
+                    scheduler=fields["scheduler"],
+                    runtime=record["runtime"],
+                    host=record["host"],
+                    pid=record["pid"],
+                    version=record["version"],
+                    concurrency=record["concurrency"],
+                    running=[UUID(i) for i in fields["running"].split()],
+                    started_at=datetime.fromtimestamp(record["started_at"], UTC),
+                    last_heartbeat=datetime.fromtimestamp(float(fields["last_heartbeat"]), UTC),
+                    paused=record["paused"],
+                )
+            )
+        return sorted(found, key=lambda c: (c.scheduler, c.id))
+
+    @redis_call
+    async def set_paused(self, scheduler: str, paused: bool) -> None:
+        """Pause or resume a scheduler (idempotent); its consumers follow on their next heartbeat.
+        Raises UnknownScheduler."""
+        if await self._run("pause", scheduler, "1" if paused else "0") == "gone":
+            raise UnknownScheduler(scheduler)
+
+    @redis_call
+    async def paused_schedulers(self) -> set[str]:
+        return {str(name) for name in await self._redis.smembers(self._key("paused"))}
 
 
 def task_not_found(task_id: UUID | str) -> TaskNotFound:

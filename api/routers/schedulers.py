@@ -31,8 +31,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _status(
-    definition: SchedulerDefinition, store: TaskStore, broker: QueueBroker, settings: Settings
+    definition: SchedulerDefinition,
+    store: TaskStore,
+    broker: QueueBroker,
+    settings: Settings,
+    paused: set[str] | None = None,
 ) -> SchedulerStatus:
+    """``paused``: the paused schedulers, when the caller has read them already (a listing)."""
     messages: int | None = None
     consumers: int | None = None
     try:
@@ -41,7 +46,15 @@ async def _status(
     except (BrokerUnavailable, QueueMissing):
         pass
     live = await store.live_count(definition.name)
-    return SchedulerStatus(**definition.model_dump(), messages=messages, consumers=consumers, live_tasks=live)
+    if paused is None:
+        paused = await store.paused_schedulers()
+    return SchedulerStatus(
+        **definition.model_dump(),
+        messages=messages,
+        consumers=consumers,
+        live_tasks=live,
+        paused=definition.name in paused,
+    )
 
 
 @router.post(
@@ -76,7 +89,8 @@ async def list_schedulers(
     """Every scheduler the token may use, with its queue depth and consumer count (null when
     RabbitMQ is unreachable)."""
     definitions = [d for d in await store.list_schedulers() if principal.may_use(d.name)]
-    return list(await asyncio.gather(*(_status(d, store, broker, settings) for d in definitions)))
+    paused = await store.paused_schedulers()
+    return list(await asyncio.gather(*(_status(d, store, broker, settings, paused) for d in definitions)))
 
 
 @router.get("/scheduler/{name}", responses=ERRORS)
@@ -101,3 +115,23 @@ async def delete_scheduler(
     await store.notify_cancel(aborted)
     metrics.task_finished(name, TaskState.ABORTED, len(aborted))
     await broker.delete(queue_name(settings.key_prefix, name))
+
+
+@router.post("/scheduler/{name}/pause", responses=ERRORS)
+async def pause_scheduler(
+    name: NamePath, principal: Admin, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+) -> SchedulerStatus:
+    """Stop the scheduler's consumers taking new tasks, within one heartbeat (a third of
+    TASKBROKER_LEASE), replicas started later included. Running tasks go on; scheduling still
+    accepts tasks, which wait in the queue. Idempotent. How to drain a queue before a deploy."""
+    await store.set_paused(name, True)
+    return await _status(await store.get_scheduler(name), store, broker, settings)
+
+
+@router.post("/scheduler/{name}/resume", responses=ERRORS)
+async def resume_scheduler(
+    name: NamePath, principal: Admin, store: StoreDep, broker: BrokerDep, settings: SettingsDep
+) -> SchedulerStatus:
+    """Let a paused scheduler's consumers take tasks again, within one heartbeat. Idempotent."""
+    await store.set_paused(name, False)
+    return await _status(await store.get_scheduler(name), store, broker, settings)

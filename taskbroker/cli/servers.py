@@ -22,6 +22,7 @@ from taskbroker.cli.options import MetricsHostOption, MetricsPortOption, key_val
 from taskbroker.cli.output import err
 from taskbroker.errors import IncompatibleLibrary
 from taskbroker.lifecycle import install_stop_signals
+from taskbroker.metrics.health import ProcessHealth
 from taskbroker.settings import Settings
 
 
@@ -66,14 +67,21 @@ def api(
 
 
 def _serve_process(
-    process: str, settings: Settings, serve: Callable[[Backends, asyncio.Event], Awaitable[None]]
+    process: str,
+    settings: Settings,
+    serve: Callable[[Backends, asyncio.Event], Awaitable[None]],
+    health: ProcessHealth,
 ) -> None:
-    """Run a server process on the real servers until SIGTERM or SIGINT, then close its connections."""
+    """Run a server process on the real servers until SIGTERM or SIGINT, then close its
+    connections. Its ``health`` (the metrics port's /healthz and /readyz) asks this loop, and is
+    ready while Redis and RabbitMQ answer (and whatever checks ``serve`` adds)."""
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
         backends = real_backends(settings, connection_name=f"taskbroker-{process}-{os.getpid()}")
+        _watch_servers(health, backends)
+        health.attach(asyncio.get_running_loop())
         try:
             await serve(backends, stop)
         finally:
@@ -81,6 +89,19 @@ def _serve_process(
 
     with refusing_incompatible_libraries():
         event_loop.run(main())
+
+
+def _watch_servers(health: ProcessHealth, backends: Backends) -> None:
+    async def redis() -> str:
+        await backends.store.ping()
+        return "ok"
+
+    async def rabbitmq() -> str:
+        await backends.broker.ping()
+        return "ok"
+
+    health.add_check("redis", redis)
+    health.add_check("rabbitmq", rabbitmq)
 
 
 def worker(
@@ -115,6 +136,7 @@ def worker(
 
     settings = server_settings("worker")
     options = key_values(option or [], "--option")
+    health = ProcessHealth()
 
     async def serve(backends: Backends, stop: asyncio.Event) -> None:
         await serve_worker(
@@ -126,11 +148,12 @@ def worker(
             allow=tuple(allow or ["taskbroker.runtimes.builtin"]),
             options=options,
             stop=stop,
+            health=health,
         )
 
     try:
-        with _metrics_endpoint(metrics_host, metrics_port):
-            _serve_process(f"worker-{scheduler}", settings, serve)
+        with _metrics_endpoint(metrics_host, metrics_port, health):
+            _serve_process(f"worker-{scheduler}", settings, serve, health)
     except (UnknownScheduler, RuntimeUnavailable, RuntimeConfigError) as exc:
         err.print(f"[red]Cannot start the worker:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -143,21 +166,22 @@ def timeout_daemon(
     from taskbroker.timeout_daemon.main import serve_daemon
 
     settings = server_settings("timeout-daemon")
-    with _metrics_endpoint(metrics_host, metrics_port):
-        _serve_process("timeout-daemon", settings, functools.partial(serve_daemon, settings))
+    health = ProcessHealth()
+    with _metrics_endpoint(metrics_host, metrics_port, health):
+        _serve_process("timeout-daemon", settings, functools.partial(serve_daemon, settings), health)
 
 
 @contextlib.contextmanager
-def _metrics_endpoint(host: str, port: int) -> Iterator[None]:
-    """The process's --metrics-port (0: none) for the duration of the block; exit 1 if it cannot
-    be bound."""
+def _metrics_endpoint(host: str, port: int, health: ProcessHealth) -> Iterator[None]:
+    """The process's --metrics-port (0: none), with its /healthz and /readyz, for the duration
+    of the block; exit 1 if it cannot be bound."""
     from taskbroker.metrics.endpoint import MetricsEndpoint
 
     if not port:
         yield
         return
     try:
-        endpoint = MetricsEndpoint.start(host, port)
+        endpoint = MetricsEndpoint.start(host, port, health)
     except OSError as exc:
         err.print(f"[red]Cannot serve metrics on {host}:{port}:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -191,10 +215,14 @@ def dev(
         run_server(serve_dev(settings, host=host, port=port, concurrency=concurrency, allow=modules))
 
 
-def schedule_firer() -> None:
+def schedule_firer(
+    metrics_port: MetricsPortOption = 0, metrics_host: MetricsHostOption = "127.0.0.1"
+) -> None:
     """Fire due recurring schedules (creating their tasks). Run one or more: replicas never fire
     one fire time twice."""
     from taskbroker.schedule_firer.main import serve_firer
 
     settings = server_settings("schedule-firer")
-    _serve_process("schedule-firer", settings, functools.partial(serve_firer, settings))
+    health = ProcessHealth()
+    with _metrics_endpoint(metrics_host, metrics_port, health):
+        _serve_process("schedule-firer", settings, functools.partial(serve_firer, settings), health)

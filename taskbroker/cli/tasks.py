@@ -168,10 +168,10 @@ def task(
 
 
 def schedulers(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
-    """List schedulers with queue depth and consumers: what operators scale by."""
+    """List schedulers with queue depth, consumers and whether they are paused: what operators scale by."""
     with api_client(url, token) as client:
         rows = client.schedulers()
-    table = Table("name", "runtime", "waiting", "consumers", "live tasks", "description")
+    table = Table("name", "runtime", "waiting", "consumers", "live tasks", "paused", "description")
     for s in rows:
         table.add_row(
             s.name,
@@ -179,6 +179,7 @@ def schedulers(url: UrlOption = DEFAULT_URL, token: TokenOption = None) -> None:
             "?" if s.messages is None else str(s.messages),
             "?" if s.consumers is None else str(s.consumers),
             str(s.live_tasks),
+            "paused" if s.paused else "no",
             s.description,
         )
     Console().print(table)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from taskbroker.client.errors import error_for
 from taskbroker.event_models import TaskEvent
-from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState, utcnow
+from taskbroker.models import ConsumerStatus, SchedulerDefinition, SchedulerStatus, Task, TaskState, utcnow
 from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 from taskbroker.token_models import Role, TokenRecord
@@ -250,6 +250,26 @@ def schedulers() -> Call[list[SchedulerStatus]]:
 
 def scheduler(name: str) -> Call[SchedulerStatus]:
     return Call("GET", f"/scheduler/{name}", SchedulerStatus.model_validate)
+
+
+def pause_scheduler(name: str) -> Call[SchedulerStatus]:
+    return Call("POST", f"/scheduler/{name}/pause", SchedulerStatus.model_validate)
+
+
+def resume_scheduler(name: str) -> Call[SchedulerStatus]:
+    return Call("POST", f"/scheduler/{name}/resume", SchedulerStatus.model_validate)
+
+
+_CONSUMERS = TypeAdapter(list[ConsumerStatus])
+
+
+def consumers(scheduler: str | None) -> Call[list[ConsumerStatus]]:
+    return Call(
+        "GET",
+        "/consumers",
+        lambda body: _CONSUMERS.validate_python(body["consumers"]),
+        params={"scheduler": scheduler} if scheduler else None,
+    )
 
 
 def delete_scheduler(name: str, force: bool) -> Call[None]:

@@ -15,7 +15,7 @@ from taskbroker.client.calls import BulkChange, Call, EventStream, IssuedToken, 
 from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
 from taskbroker.event_models import TaskEvent
-from taskbroker.models import SchedulerDefinition, SchedulerStatus, Task, TaskState
+from taskbroker.models import ConsumerStatus, SchedulerDefinition, SchedulerStatus, Task, TaskState
 from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 from taskbroker.token_models import Role, TokenRecord
@@ -240,6 +240,17 @@ class Client:
 
     def scheduler(self, name: str) -> SchedulerStatus:
         return self._send(calls.scheduler(name))
+
+    def pause_scheduler(self, name: str) -> SchedulerStatus:
+        """Its consumers stop taking new tasks within one heartbeat (admin)."""
+        return self._send(calls.pause_scheduler(name))
+
+    def resume_scheduler(self, name: str) -> SchedulerStatus:
+        return self._send(calls.resume_scheduler(name))
+
+    def consumers(self, scheduler: str | None = None) -> list[ConsumerStatus]:
+        """The live consumers (admin, or a worker token for its schedulers)."""
+        return self._send(calls.consumers(scheduler))
 
     def delete_scheduler(self, name: str, *, force: bool = False) -> None:
         self._send(calls.delete_scheduler(name, force))

@@ -11,6 +11,7 @@ for _, id in ipairs(live) do
 end
 redis.call('HDEL', schedulers, name)
 redis.call('HDEL', prefix .. ':scheduler_defaults', name)
+redis.call('SREM', prefix .. ':paused', name)
 redis.call('DEL', live_key(name))
 -- Its retained final tasks stay readable by id until their retention ends, but are no longer
 -- listed: nothing else would ever trim these indexes.

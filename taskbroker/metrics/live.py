@@ -72,7 +72,14 @@ class LiveReading:
             by_state.add_metric(["delayed"], self.census.delayed)
             by_state.add_metric(["pending"], self.census.pending)
             by_state.add_metric(["running"], self.census.running)
-            families += [schedulers, live, delayed, by_state]
+            paused = GaugeMetricFamily(
+                "taskbroker_scheduler_paused",
+                "1 while the scheduler is paused (its consumers take no new tasks), else 0.",
+                labels=["scheduler"],
+            )
+            for name in self.census.per_scheduler:
+                paused.add_metric([name], name in self.census.paused)
+            families += [schedulers, live, delayed, by_state, paused]
         if self.queues is not None:
             messages = GaugeMetricFamily(
                 "taskbroker_queue_messages",

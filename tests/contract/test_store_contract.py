@@ -20,7 +20,7 @@ from taskbroker.errors import (
     UnknownScheduler,
 )
 from taskbroker.models import SchedulerDefinition, TaskState, utcnow
-from taskbroker.store import ClaimOutcome, NewTask, TaskStore
+from taskbroker.store import ClaimOutcome, ConsumerIdentity, NewTask, TaskStore
 from tests.support.waiting import eventually
 
 SCHEDULER = "contract"
@@ -287,3 +287,61 @@ async def test_listing_pages_hold_at_most_limit_and_cover_every_live_task(store:
             break
 
     assert sorted(seen) == sorted(live)
+
+
+def _identity(consumer: str = "c1") -> ConsumerIdentity:
+    return ConsumerIdentity(
+        id=consumer,
+        scheduler=SCHEDULER,
+        runtime="inline",
+        host="host-1",
+        pid=42,
+        version="0.0.0",
+        concurrency=2,
+        started_at=time.time(),
+    )
+
+
+async def test_a_heartbeat_renews_like_renew_and_lists_only_the_tasks_still_held(store: TaskStore) -> None:
+    held, aborted = await _new(store), await _new(store)
+    assert await _claim(store, held) is ClaimOutcome.CLAIMED
+    assert await _claim(store, aborted) is ClaimOutcome.CLAIMED
+    await store.abort(uuid.UUID(aborted), now=utcnow())
+
+    beat = await store.heartbeat(_identity(), [held, aborted], lease=LEASE, paused=False)
+    (listed,) = await store.list_consumers()
+
+    assert beat.lost == [aborted]
+    assert beat.paused is False
+    assert (listed.id, listed.scheduler, listed.pid, listed.concurrency) == ("c1", SCHEDULER, 42, 2)
+    assert [str(i) for i in listed.running] == [held]
+    assert (await store.list_consumers(scheduler="other")) == []
+
+
+async def test_a_heartbeat_says_paused_while_the_scheduler_is_paused(store: TaskStore) -> None:
+    await store.set_paused(SCHEDULER, True)
+    paused = await store.heartbeat(_identity(), [], lease=LEASE, paused=False)
+    await store.set_paused(SCHEDULER, False)
+    resumed = await store.heartbeat(_identity(), [], lease=LEASE, paused=True)
+
+    assert (paused.paused, resumed.paused) == (True, False)
+    assert (await store.list_consumers())[0].paused is True  # as the consumer last reported it
+    with pytest.raises(UnknownScheduler):
+        await store.set_paused("nosuch", True)
+
+
+async def test_a_consumer_record_expires_a_lease_after_its_last_heartbeat_or_at_once_when_forgotten(
+    store: TaskStore,
+) -> None:
+    await store.heartbeat(_identity("stays"), [], lease=LEASE, paused=False)
+    await store.heartbeat(_identity("forgotten"), [], lease=LEASE, paused=False)
+    await store.heartbeat(_identity("dies"), [], lease=0.2, paused=False)
+
+    await store.forget_consumer("forgotten")
+    assert {c.id for c in await store.list_consumers()} >= {"stays"}
+    assert "forgotten" not in {c.id for c in await store.list_consumers()}
+
+    async def only_the_living() -> bool:
+        return [c.id for c in await store.list_consumers()] == ["stays"]
+
+    await eventually(only_the_living, what="the record that was not renewed to expire")

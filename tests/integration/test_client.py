@@ -214,3 +214,24 @@ async def test_a_task_event_stream_from_the_client_ends_with_the_final_state(
         events = [event async for event in admin.task_events(task.id)]
     assert [e.state.value for e in events] == ["pending", "running", "complete"]
     assert all(isinstance(e, TaskEvent) for e in events)
+
+
+async def test_clients_pause_and_resume_a_scheduler_and_list_its_consumers(
+    settings: Settings, real: Backends, live: LiveApi, admin: AsyncClient
+) -> None:
+    async with running_consumer(settings, real, "alpha") as consumer:
+        paused = await admin.pause_scheduler("alpha")
+
+        async def listed() -> bool:
+            return [c.id for c in await admin.consumers("alpha")] == [consumer.consumer_id]
+
+        await eventually(listed, what="the consumer listed")
+        with Client(live.url, ADMIN_TOKEN) as client:
+            resumed = await asyncio.to_thread(client.resume_scheduler, "alpha")
+            everyone = await asyncio.to_thread(client.consumers)
+            with pytest.raises(NotFound):
+                await asyncio.to_thread(client.pause_scheduler, "nosuch")
+
+    assert paused.paused is True
+    assert resumed.paused is False
+    assert [c.scheduler for c in everyone] == ["alpha"]

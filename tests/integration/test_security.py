@@ -123,6 +123,10 @@ async def test_a_token_with_the_right_id_but_a_wrong_secret_is_401(callers: Call
     assert (await callers.with_token(forged).http.get("/schedulers")).status_code == 401
 
 
+PROBES = ("/health", "/healthz", "/readyz")
+"""Liveness and readiness as probes ask them: a Kubernetes probe sends no token."""
+
+
 def _every_operation_but_health() -> list[tuple[str, str]]:
     """Each method and path of the app's schema, path parameters filled with "x" (the token is
     checked before the path is validated). Read from the app itself, so a route added later
@@ -131,7 +135,7 @@ def _every_operation_but_health() -> list[tuple[str, str]]:
     return sorted(
         (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
         for path, operations in schema["paths"].items()
-        if path != "/health"
+        if path not in PROBES
         for method in operations
     )
 
@@ -145,8 +149,9 @@ async def test_every_operation_in_the_schema_but_health_refuses_a_request_withou
     assert response.status_code == 401, response.text
 
 
-async def test_health_needs_no_token(callers: Callers) -> None:
-    assert (await callers.with_token(None).http.get("/health")).status_code == 200
+@pytest.mark.parametrize("path", PROBES)
+async def test_health_and_the_probe_paths_need_no_token(callers: Callers, path: str) -> None:
+    assert (await callers.with_token(None).http.get(path)).status_code == 200
 
 
 async def test_a_revoked_token_is_refused_at_once(callers: Callers) -> None:
