@@ -274,16 +274,17 @@ class Caller(BaseModel):
 
 
 class SchedulerOverview(BaseModel):
-    """One scheduler's figures on the overview. Null where a server did not answer, or where
-    this API does not know the figure (``delayed``, ``paused``: see docs/api.md)."""
+    """One scheduler's figures on the overview. ``consumers`` is null when RabbitMQ did not answer."""
 
     name: str
     runtime: str
     waiting: int = Field(description="Live tasks no consumer runs yet (pending).")
-    delayed: int | None = Field(default=None, description="Tasks waiting for a retry's time.")
+    delayed: int = Field(
+        description="Tasks waiting in Redis for their not_before (a delay or a retry's backoff)."
+    )
     running: int = Field(description="Tasks held under a consumer's lease.")
     consumers: int | None = Field(description="Consumers attached to its queue (RabbitMQ).")
-    paused: bool | None = Field(default=None, description="Its consumers take no new tasks.")
+    paused: bool = Field(description="Its consumers take no new tasks (POST /scheduler/{name}/pause).")
     completed_5m: int
     failed_5m: int
     completed_60m: int

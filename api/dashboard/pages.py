@@ -3,8 +3,7 @@
 The pages carry no data and need no token: each is the frame of one view, and its script fills
 it through the public API with the token the user signed in with, which stays in the browser's
 sessionStorage and travels only in an ``Authorization`` header. No cookie carries a session, so
-no request can be forged from another site (docs/dashboard.md, "Signing in"). Which optional
-endpoints this API has is rendered into the page, so the script shows only the buttons that work.
+no request can be forged from another site (docs/dashboard.md, "Signing in").
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 HERE = Path(__file__).parent
@@ -52,39 +50,14 @@ FILES = {
 }
 """Every file served, listed once at import: a request names one of these or gets 404."""
 
-OPTIONAL_ENDPOINTS = {
-    "consumers": ("GET", "/consumers"),
-    "pause": ("POST", "/scheduler/{name}/pause"),
-    "retry": ("POST", "/task/{task_id}/retry"),
-}
-"""Endpoints other parts of the API add; the pages offer what needs them only where they exist."""
-
 router = APIRouter(prefix="/ui", include_in_schema=False)
-
-
-def _features(request: Request) -> list[str]:
-    routes = {
-        (method, route.path)
-        for route in request.app.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods or ()
-    }
-    # A path parameter's name may differ ({task_id:task_id}): compare the shapes.
-    shapes = {(method, _shape(path)) for method, path in routes}
-    return sorted(
-        name for name, (method, path) in OPTIONAL_ENDPOINTS.items() if (method, _shape(path)) in shapes
-    )
-
-
-def _shape(path: str) -> str:
-    return "/".join("{}" if part.startswith("{") else part for part in path.split("/"))
 
 
 def _page(request: Request, page: str, title: str, **context: str) -> HTMLResponse:
     response = templates.TemplateResponse(
         request,
         f"{page}.html",
-        {"page": page, "title": title, "features": " ".join(_features(request)), **context},
+        {"page": page, "title": title, **context},
         headers=SECURITY_HEADERS,
     )
     return response

@@ -44,27 +44,31 @@ async def _consumers(broker: QueueBroker, queue: str) -> int | None:
 async def overview(
     request: Request, principal: AnyCaller, store: StoreDep, broker: BrokerDep, settings: SettingsDep
 ) -> Overview:
-    """Each scheduler the token may use: waiting, running, consumers; completed and failed in the
-    last 5 and 60 minutes; tasks finished per minute over the last 15 (what the event stream
-    retains). Counts cover every client's tasks of the scheduler, as `GET /schedulers` does."""
+    """Each scheduler the token may use: waiting, delayed, running, consumers, paused; completed
+    and failed in the last 5 and 60 minutes; tasks finished per minute over the last 15 (what the
+    event stream retains). Counts cover every client's tasks of the scheduler, as `GET /schedulers` does."""
     definitions = [d for d in await store.list_schedulers() if principal.may_use(d.name)]
-    census, running, tallies, consumers = await asyncio.gather(
+    census, running, tallies, paused, consumers = await asyncio.gather(
         store.live_census(),
         store.running_per_scheduler(),
         finished_tally(request).read(),
+        store.paused_schedulers(),
         asyncio.gather(*(_consumers(broker, queue_name(settings.key_prefix, d.name)) for d in definitions)),
     )
     rows = []
     for definition, attached in zip(definitions, consumers, strict=True):
         live = census.per_scheduler.get(definition.name, 0)
         held = running.get(definition.name, 0)
+        delayed = (census.delayed_per_scheduler or {}).get(definition.name, 0)
         tally = tallies.get(definition.name, IDLE)
         rows.append(
             SchedulerOverview(
                 name=definition.name,
                 runtime=definition.runtime,
-                waiting=max(live - held, 0),
+                waiting=max(live - held - delayed, 0),
+                delayed=delayed,
                 running=held,
+                paused=definition.name in paused,
                 consumers=attached,
                 completed_5m=tally.completed_5m,
                 failed_5m=tally.failed_5m,

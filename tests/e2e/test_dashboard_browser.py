@@ -205,6 +205,21 @@ def test_a_running_sleep_task_aborted_from_its_page_is_cancelled_in_its_consumer
     )
 
 
+def test_a_failed_task_is_retried_from_its_page_and_runs_again(page: Page, stack: Stack) -> None:
+    task = stack.api.schedule(stack.scheduler, {"function": f"{BUILTIN}:fail"})
+    assert stack.api.wait_for_state(task["id"])["state"] == "failed"
+    sign_in(page, stack.url)
+    page.goto(f"{stack.url}/ui/tasks/{task['id']}")
+    expect(page.locator("#task-state")).to_have_text("failed")
+
+    page.get_by_role("button", name="Retry").click()
+
+    expect(page.locator('#timeline li[data-state="retried"]')).to_have_count(1)
+    expect(page.locator('#timeline li[data-state="failed"]')).to_have_count(2)  # ran again, failed again
+    expect(page.locator("#task-state")).to_have_text("failed")
+    assert stack.api.task(task["id"])["attempts"] == 2
+
+
 def test_a_schedule_is_paused_and_run_now_from_the_schedules_page(page: Page, stack: Stack) -> None:
     created = stack.http.post(
         f"{stack.url}/schedules",
@@ -237,10 +252,6 @@ def test_a_schedule_is_paused_and_run_now_from_the_schedules_page(page: Page, st
     expect(page.locator(f'#runs tr[data-task-id="{match.group(1)}"]')).to_contain_text("run now")
 
 
-@pytest.mark.skip(
-    reason="needs GET /consumers and POST /scheduler/{name}/pause|resume (branch `consumers`): "
-    "remove this mark once both are merged"
-)
 def test_a_scheduler_paused_from_the_consumers_page_takes_no_task_until_resumed(
     page: Page, stack: Stack
 ) -> None:

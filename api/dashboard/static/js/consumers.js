@@ -3,7 +3,6 @@ import { el, number, shortId, time } from "./dom.js";
 import { every, failed, notify, startPage } from "./shell.js";
 
 let caller = null;
-let features = new Set();
 
 function pauseButton(scheduler, paused) {
   const action = paused ? "resume" : "pause";
@@ -38,17 +37,9 @@ function group(scheduler, consumers) {
       "div",
       { class: "actions" },
       el("span", { class: `badge ${paused ? "state-paused" : "state-active"}`, text: paused ? "paused" : "taking tasks" }),
-      caller.role === "admin" && features.has("pause") ? pauseButton(scheduler.name, paused) : null,
+      caller.role === "admin" ? pauseButton(scheduler.name, paused) : null,
     ),
   );
-  if (consumers === null) {
-    return el(
-      "section",
-      { class: "card", "data-scheduler": scheduler.name },
-      head,
-      el("p", { class: "muted", text: `${number(scheduler.consumers)} consumers attached to its queue (this API has no consumer inventory).` }),
-    );
-  }
   const rows = consumers.map((consumer) =>
     el(
       "tr",
@@ -88,21 +79,18 @@ function group(scheduler, consumers) {
 
 async function load() {
   const schedulers = await get("/schedulers");
-  let byScheduler = null;
-  if (features.has("consumers")) {
-    byScheduler = new Map(schedulers.map((scheduler) => [scheduler.name, []]));
-    for (const consumer of (await get("/consumers")).consumers) {
-      if (!byScheduler.has(consumer.scheduler)) byScheduler.set(consumer.scheduler, []);
-      byScheduler.get(consumer.scheduler).push(consumer);
-    }
+  const byScheduler = new Map(schedulers.map((scheduler) => [scheduler.name, []]));
+  for (const consumer of (await get("/consumers")).consumers) {
+    if (!byScheduler.has(consumer.scheduler)) byScheduler.set(consumer.scheduler, []);
+    byScheduler.get(consumer.scheduler).push(consumer);
   }
-  const groups = schedulers.map((scheduler) => group(scheduler, byScheduler ? byScheduler.get(scheduler.name) : null));
+  const groups = schedulers.map((scheduler) => group(scheduler, byScheduler.get(scheduler.name)));
   document.getElementById("groups").replaceChildren(...(groups.length ? groups : [el("p", { class: "muted", text: "No schedulers registered yet." })]));
   document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
 }
 
 const started = await startPage({ roles: ["admin", "worker"] }).catch(failed);
 if (started) {
-  ({ caller, features } = started);
+  ({ caller } = started);
   every(5, load);
 }

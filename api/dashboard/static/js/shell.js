@@ -1,5 +1,5 @@
 // What every signed-in page does first: ask who the token is, show what its role may use, and
-// offer signing out. Pages call startPage() and get the caller and the API's optional features.
+// offer signing out. Pages call startPage() and get the caller.
 
 import { call, describe, forgetToken, token } from "./api.js";
 
@@ -9,13 +9,8 @@ export async function startPage({ roles = ["admin", "client", "worker"] } = {}) 
     return null;
   }
   const caller = await call("GET", "/whoami");
-  const features = new Set((document.body.dataset.features || "").split(" ").filter(Boolean));
   for (const item of document.querySelectorAll("[data-role]")) {
     item.hidden = !item.dataset.role.split(" ").includes(caller.role);
-  }
-  if (!features.has("consumers")) {
-    const link = document.querySelector('[data-nav="consumers"]');
-    if (link && caller.role !== "admin") link.parentElement.hidden = true;
   }
   const current = document.querySelector(`[data-nav="${document.body.dataset.page}"]`);
   if (current) current.setAttribute("aria-current", "page");
@@ -31,7 +26,7 @@ export async function startPage({ roles = ["admin", "client", "worker"] } = {}) 
     notify(`This page needs ${needed} token; this one is a ${caller.role} token.`, "bad");
     return null;
   }
-  return { caller, features };
+  return { caller };
 }
 
 export function notify(text, tone = "info") {

@@ -6,7 +6,6 @@ import { followEvents } from "./stream.js";
 const taskId = document.body.dataset.taskId;
 let task = null;
 let caller = null;
-let features = new Set();
 
 function field(name, value) {
   return [el("dt", { text: name }), el("dd", {}, value)];
@@ -55,7 +54,7 @@ function render(current) {
   document.getElementById("abort").hidden = !schedules || isFinal(current.state);
   // A re-run is for a task whose run did not succeed; a complete one is refused (409).
   const rerunnable = ["failed", "timeout", "aborted"].includes(current.state);
-  document.getElementById("retry").hidden = !schedules || !rerunnable || !features.has("retry");
+  document.getElementById("retry").hidden = !schedules || !rerunnable;
 }
 
 function addEvent(event) {
@@ -105,7 +104,7 @@ async function refresh() {
 
 const started = await startPage().catch(failed);
 if (started) {
-  ({ caller, features } = started);
+  ({ caller } = started);
   await refresh();
   if (task) follow();
   document.getElementById("abort").addEventListener("click", async (clicked) => {
