@@ -228,3 +228,17 @@ end
 local function is_live(state)
   return state == 'pending' or state == 'running' or state == 'delayed'
 end
+
+-- Extend `consumer`'s lease of task `id` to `lease_until` if it still holds it (running under its
+-- lease): true; else false (aborted, timed out, finished elsewhere or taken over). renew and
+-- heartbeat both go through here.
+local function renew_lease(id, consumer, lease_until)
+  local key = task_key(id)
+  local fields = redis.call('HMGET', key, 'state', 'lease_owner')
+  if fields[1] == 'running' and fields[2] == consumer then
+    redis.call('HSET', key, 'lease_until', lease_until)
+    redis.call('ZADD', leases, lease_until, id)
+    return true
+  end
+  return false
+end

@@ -1,5 +1,5 @@
 -- heartbeat: a consumer's one round trip per heartbeat interval. It extends the leases this
--- consumer holds (as renew does), writes the consumer's inventory record with the tasks it still
+-- consumer holds (renew_lease, as renew does), writes the consumer's inventory record with the tasks it still
 -- holds, lets that record expire one lease from now unless the next heartbeat renews it, and
 -- answers whether the consumer's scheduler is paused. One script, so the inventory never claims
 -- a task whose lease this same call found lost, and pausing costs no round trip of its own.
@@ -8,16 +8,7 @@
 local consumer, lease_until, now, lease_ms, scheduler = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local lost, held = {}, {}
 for i = 8, #ARGV do
-  local id = ARGV[i]
-  local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'state', 'lease_owner')
-  if fields[1] == 'running' and fields[2] == consumer then
-    redis.call('HSET', key, 'lease_until', lease_until)
-    redis.call('ZADD', leases, lease_until, id)
-    held[#held + 1] = id
-  else
-    lost[#lost + 1] = id
-  end
+  if renew_lease(ARGV[i], consumer, lease_until) then held[#held + 1] = ARGV[i] else lost[#lost + 1] = ARGV[i] end
 end
 local record_key = prefix .. ':consumer:' .. consumer
 redis.call('HSET', record_key, 'record', ARGV[7], 'scheduler', scheduler, 'last_heartbeat', now,

@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,7 +30,7 @@ from taskbroker.settings import Settings
 from tests.conftest import AMQP_URL, REDIS_URL, proxied_url
 from tests.support.blocking_api import FINAL_STATES, BlockingApi
 from tests.support.processes import ManagedProcess, Processes
-from tests.support.recorder import Event, Recording
+from tests.support.recorder import Recording, overlapping_runs
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually_sync
 
@@ -185,36 +185,6 @@ def _final_states(settings: Settings, ids: list[str]) -> dict[str, dict[str, str
     }
 
 
-def _overlaps(events: list[Event], killed_at: dict[int, float]) -> list[str]:
-    """Runs of one task whose lifetimes intersect. A run ends at its end or cancelled event, or
-    when its process was SIGKILLed."""
-    starts: dict[tuple[str, int], Event] = {}
-    stops: dict[tuple[str, int], float] = {}
-    for event in events:
-        key = (event.tag, event.run)
-        if event.event == "start":
-            starts[key] = event
-        else:
-            stops[key] = event.at
-    intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
-    problems = []
-    for key, start in starts.items():
-        stop = stops.get(key, killed_at.get(start.pid))
-        if stop is None:
-            problems.append(f"{key}: started in pid {start.pid}, which neither ended it nor was killed")
-            continue
-        intervals[start.tag].append((start.at, stop, start.run))
-    for tag, runs in intervals.items():
-        runs.sort()
-        latest_stop, latest_run = runs[0][1], runs[0][2]
-        for start_at, stop_at, run in runs[1:]:
-            if start_at < latest_stop:
-                problems.append(f"{tag}: run {run} started while run {latest_run} still ran")
-            if stop_at > latest_stop:
-                latest_stop, latest_run = stop_at, run
-    return problems
-
-
 def _run_chaos(
     plan: Plan,
     processes: Processes,
@@ -317,7 +287,7 @@ def _run_chaos(
             )
         else:
             assert tag in ended_tags, f"{task_id} complete but its run never ended"
-    assert _overlaps(events, ledger.killed_at) == []
+    assert overlapping_runs(events, ledger.killed_at) == []
     assert all(d.returncode is None for d in daemons), [d.describe() for d in daemons]
     # A batch whose tasks ran to the end before its retry arrived freed their keys, so the retry
     # made new tasks of those tags: at least once, never two runs at once (checked above).

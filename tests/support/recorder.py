@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,3 +209,33 @@ class Recording:
         raw: list[str] = self._client.lrange(_events_key(self.prefix), 0, -1)  # type: ignore[assignment]
         parsed = [Event(**json.loads(item)) for item in raw]
         return [e for e in parsed if tag is None or e.tag == tag]
+
+
+def overlapping_runs(events: list[Event], killed_at: dict[int, float]) -> list[str]:
+    """Runs of one task whose lifetimes intersect. A run ends at its end or cancelled event, or
+    when its process was SIGKILLed."""
+    starts: dict[tuple[str, int], Event] = {}
+    stops: dict[tuple[str, int], float] = {}
+    for event in events:
+        key = (event.tag, event.run)
+        if event.event == "start":
+            starts[key] = event
+        else:
+            stops[key] = event.at
+    intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    problems = []
+    for key, start in starts.items():
+        stop = stops.get(key, killed_at.get(start.pid))
+        if stop is None:
+            problems.append(f"{key}: started in pid {start.pid}, which neither ended it nor was killed")
+            continue
+        intervals[start.tag].append((start.at, stop, start.run))
+    for tag, runs in intervals.items():
+        runs.sort()
+        latest_stop, latest_run = runs[0][1], runs[0][2]
+        for start_at, stop_at, run in runs[1:]:
+            if start_at < latest_stop:
+                problems.append(f"{tag}: run {run} started while run {latest_run} still ran")
+            if stop_at > latest_stop:
+                latest_stop, latest_run = stop_at, run
+    return problems
