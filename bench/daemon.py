@@ -5,18 +5,14 @@ its due end only)."""
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import statistics
-import sys
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-from bench.harness import AMQP_URL, REDIS_URL, delete_keys, progress
+from bench.harness import AMQP_URL, REDIS_URL, delete_keys, log_json_to_nowhere, progress
 from taskbroker.backends import real_backends
-from taskbroker.logs import configure_logging
 from taskbroker.models import SchedulerDefinition, utcnow
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask, TaskStore
@@ -74,10 +70,5 @@ async def _measure(expire: int, live_counts: list[int], idle_sweeps: int) -> dic
 def timeout_daemon_costs(expire: int, live_counts: list[int], idle_sweeps: int = 50) -> dict[str, Any]:
     # As deployed, a JSON log line per expired task, but written to nowhere: the terminal is not
     # the cost being measured. structlog binds the stream it is given at configuration time.
-    with open(os.devnull, "w") as sink:
-        terminal, sys.stderr = sys.stderr, sink
-        try:
-            configure_logging("json", logging.INFO)
-        finally:
-            sys.stderr = terminal
-        return asyncio.run(_measure(expire, live_counts, idle_sweeps))
+    log_json_to_nowhere()
+    return asyncio.run(_measure(expire, live_counts, idle_sweeps))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
 import statistics
 import sys
 import time
@@ -20,9 +18,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from bench.harness import AMQP_URL, REDIS_URL, delete_keys, progress
+from bench.harness import AMQP_URL, REDIS_URL, delete_keys, log_json_to_nowhere, progress
 from taskbroker.backends import real_backends
-from taskbroker.logs import configure_logging
 from taskbroker.models import SchedulerDefinition, utcnow
 from taskbroker.names import queue_name
 from taskbroker.settings import Settings
@@ -88,13 +85,8 @@ async def _measure(release: int, waiting_counts: list[int], idle_sweeps: int) ->
 
 def delayed_release_costs(release: int, waiting_counts: list[int], idle_sweeps: int = 50) -> dict[str, Any]:
     # A JSON log line per released task, as deployed, written to nowhere (as bench.daemon does).
-    with open(os.devnull, "w") as sink:
-        terminal, sys.stderr = sys.stderr, sink
-        try:
-            configure_logging("json", logging.INFO)
-        finally:
-            sys.stderr = terminal
-        return asyncio.run(_measure(release, waiting_counts, idle_sweeps))
+    log_json_to_nowhere()
+    return asyncio.run(_measure(release, waiting_counts, idle_sweeps))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -11,9 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import psutil
 import redis
+
+from taskbroker.logs import configure_logging
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -130,3 +134,21 @@ def machine_speed() -> dict[str, float]:
     finally:
         client.close()
     return {"python_loop_1m_ms": round(sorted(loops)[2] * 1000, 1), "redis_round_trips_per_s": round(pings)}
+
+
+_NOWHERE: list[TextIO] = []
+
+
+def log_json_to_nowhere() -> None:
+    """Log as deployed (a JSON line per event) to /dev/null: the terminal is not the cost being
+    measured. Once per process, the sink left open: structlog caches each logger with the stream
+    it had on first use, so a second configuration, or a closed sink, would break a logger that
+    an earlier measurement already used."""
+    if _NOWHERE:
+        return
+    _NOWHERE.append(open(os.devnull, "w"))  # noqa: SIM115 - open for the life of the process
+    terminal, sys.stderr = sys.stderr, _NOWHERE[0]
+    try:
+        configure_logging("json", logging.INFO)
+    finally:
+        sys.stderr = terminal
