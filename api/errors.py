@@ -16,8 +16,10 @@ from starlette.types import Scope
 from taskbroker.errors import (
     BrokerUnavailable,
     IdempotencyKeyPending,
+    PriorityUnsupported,
     QueueIncompatible,
     QueueMissing,
+    QueueUnavailable,
     ScheduleNameTaken,
     ScheduleNotFound,
     SchedulerBusy,
@@ -45,6 +47,8 @@ STATUS_OF: dict[type[Exception], int] = {
     StoreUnavailable: 503,
     BrokerUnavailable: 503,
     QueueMissing: 503,
+    QueueUnavailable: 503,
+    PriorityUnsupported: 422,
     QueueIncompatible: 409,
     IdempotencyKeyPending: 409,
 }

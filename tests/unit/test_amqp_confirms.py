@@ -59,16 +59,42 @@ async def test_a_multiple_ack_confirms_every_message_up_to_its_tag() -> None:
     assert channel.published == [b"1", b"2", b"3"]
 
 
-async def test_a_nacked_message_fails_its_publish() -> None:
-    broker = _broker_over(FakeChannel(), confirm_timeout=30)
-    publishing = asyncio.ensure_future(broker.publish("q", [b"1"]))
+async def _published(channel: FakeChannel, count: int) -> None:
+    while len(channel.published) < count:
+        await asyncio.sleep(0.01)
+
+
+async def test_a_nacked_message_is_published_again_and_its_confirm_ends_the_publish() -> None:
+    channel = FakeChannel()
+    broker = _broker_over(channel, confirm_timeout=30)
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
     await asyncio.sleep(0)
 
     assert broker._publisher is not None
-    broker._publisher.on_confirm(_nack(1))
+    broker._publisher.on_confirm(_ack(1))
+    broker._publisher.on_confirm(_nack(2))
+    await asyncio.wait_for(_published(channel, 3), timeout=10)
+    broker._publisher.on_confirm(_ack(3))
+
+    await publishing
+    assert channel.published == [b"1", b"2", b"2"]  # only the nacked one again
+
+
+async def test_a_message_nacked_until_the_deadline_fails_its_publish_as_broker_unavailable() -> None:
+    channel = FakeChannel()
+    broker = _broker_over(channel, confirm_timeout=0.5)
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1"]))
+    nacked = 0
+    while not publishing.done():
+        if len(channel.published) > nacked:
+            nacked += 1
+            assert broker._publisher is not None
+            broker._publisher.on_confirm(_nack(nacked))
+        await asyncio.sleep(0.01)
 
     with pytest.raises(BrokerUnavailable, match="nack"):
         await publishing
+    assert nacked >= 2
 
 
 @pytest.mark.parametrize("messages", [1, 3])
@@ -99,12 +125,30 @@ async def test_the_confirm_timer_covers_messages_published_after_the_first() -> 
 
 async def test_a_closed_channel_fails_every_unconfirmed_message() -> None:
     channel = FakeChannel()
-    broker = _broker_over(channel, confirm_timeout=30)
-    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
-    await asyncio.sleep(0)
+    tracker = amqp._ConfirmTracker(channel, 30)
+    confirms = [tracker.publish("q", b"1"), tracker.publish("q", b"2")]
 
     for callback in channel.on_close:
         callback(channel, RuntimeError("connection reset"))
 
-    with pytest.raises(BrokerUnavailable, match="closed the publishing channel"):
-        await publishing
+    for confirm in confirms:
+        with pytest.raises(BrokerUnavailable, match="closed the publishing channel"):
+            await confirm
+
+
+async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unavailable_in_time() -> None:
+    channel = FakeChannel()
+    broker = amqp.AmqpBroker(
+        ["amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/"], confirm_timeout=0.5
+    )
+    broker._publisher = amqp._ConfirmTracker(channel, 0.5)
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
+    await asyncio.sleep(0)
+
+    channel.is_open = False
+    for callback in channel.on_close:
+        callback(channel, RuntimeError("connection reset"))
+
+    with pytest.raises(BrokerUnavailable, match="did not confirm 2 messages in time") as raised:
+        await asyncio.wait_for(publishing, timeout=10)
+    assert "none of the 2 RabbitMQ nodes answered" in str(raised.value)
