@@ -10,10 +10,10 @@ so CI can start the cluster with one command and stop exactly its processes with
     python -m tests.clusters.rabbitmq start [--base DIR]   # prints the AMQP URL list
     python -m tests.clusters.rabbitmq stop [--base DIR]
 
-Tests use ``running_cluster()`` (a context manager) through the ``rabbit_cluster`` fixture: one
-cluster per test module, or the one CI started if ``TASKBROKER_TEST_RABBIT_CLUSTER`` names its
-base folder (then the fixture leaves it running). A test that kills a node restarts it before it
-ends, so the next test finds three nodes.
+Tests use ``running_cluster()`` (a context manager), through ``cluster_for_a_module()`` as the
+body of a module-scoped fixture: one cluster per test module, or the one CI started if
+``TASKBROKER_TEST_RABBIT_CLUSTER`` names its base folder (then the fixture leaves it running). A
+test that kills a node restarts it before it ends, so the next test finds three nodes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -269,15 +270,35 @@ class RabbitCluster:
         raise RuntimeError(f"no live node names a leader of {queue!r}")
 
     def home_node(self, queue: str) -> Node:
-        """The node a classic queue lives on."""
+        """The node a classic queue lives on (list_queues shows only an opaque process id)."""
+        query = (
+            "[{element(4, amqqueue:get_name(Q)), node(amqqueue:get_pid(Q))} || "
+            "Q <- rabbit_amqqueue:list(), amqqueue:get_type(Q) =:= rabbit_classic_queue]."
+        )
         for node in self.nodes:
             if node.pid() is None:
                 continue
-            rows = json.loads(self.ctl(node, "list_queues", "name", "pid", "--formatter", "json"))
-            for row in rows:
-                if row["name"] == queue:
-                    return self.node(str(row["pid"]).split(".")[0].strip("<"))
+            for name, home in re.findall(r'\{<<"([^"]*)">>,\s*([\w@.-]+)\}', self.ctl(node, "eval", query)):
+                if name == queue:
+                    return self.node(home)
         raise RuntimeError(f"no live node lists {queue!r}")
+
+    def node_of_connection(self, pid: int) -> Node:
+        """The node a local process (``pid``) holds an AMQP connection to, read from its sockets
+        (the client's side: rabbitmqctl names connections by opaque ids)."""
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        ports = {n.port: n for n in self.nodes}
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].split(":")[1], 16)
+            if fields[9] in inodes and remote_port in ports and fields[3] == "01":  # ESTABLISHED
+                return ports[remote_port]
+        raise RuntimeError(f"process {pid} holds no connection to a node of this cluster")
 
 
 @contextlib.contextmanager
@@ -302,9 +323,13 @@ def cluster_available() -> bool:
     return Path(SERVER).exists() and Path(CTL).exists()
 
 
-@pytest.fixture(scope="module")
-def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """A running 3-node cluster for one test module (import this fixture into the module)."""
+def cluster_for_a_module() -> Iterator[RabbitCluster]:
+    """The body of a module-scoped fixture: a running 3-node cluster, all three nodes up::
+
+    @pytest.fixture(scope="module")
+    def cluster() -> Iterator[RabbitCluster]:
+        yield from cluster_for_a_module()
+    """
     if not cluster_available():
         pytest.skip("RabbitMQ's server is not installed here: no cluster can be started")
     with running_cluster() as cluster:
