@@ -124,6 +124,11 @@ class _CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
             super()._adapter_emit_data(data)
 
 
+class _Refused(BrokerUnavailable):
+    """RabbitMQ nacked a message: on a quorum queue, the channel's view of a leader that died.
+    The channel keeps nacking that queue's messages, so its publishes move to a new channel."""
+
+
 class _ConfirmTimeout(Exception):
     """A message RabbitMQ did not confirm in time; publish() reports how many as BrokerUnavailable."""
 
@@ -195,7 +200,7 @@ class _ConfirmTracker:
             if future is None or future.done():
                 continue
             if nacked:
-                future.set_exception(BrokerUnavailable("RabbitMQ refused the message (nack): retry later"))
+                future.set_exception(_Refused("RabbitMQ refused the message (nack): retry later"))
             elif str(tag) in self._returned:
                 self._returned.discard(str(tag))
                 future.set_exception(
@@ -581,6 +586,16 @@ class AmqpBroker(QueueBroker):
             delay = min(delay * 2, 1.0)
             first = False
 
+    def _retire(self, tracker: _ConfirmTracker) -> None:
+        """Publish through a new channel from now on; close this one once every message it
+        carries is settled (confirmed, refused, or past the confirm timeout)."""
+        if self._publisher is tracker:
+            self._publisher = None
+        channel = tracker.channel
+        asyncio.get_running_loop().call_later(
+            self._confirm_timeout, lambda: channel.close() if channel.is_open else None
+        )
+
     async def _publish_once(
         self, queue: str, messages: list[tuple[bytes, int]]
     ) -> tuple[list[tuple[bytes, int]], BaseException | None]:
@@ -600,6 +615,8 @@ class AmqpBroker(QueueBroker):
             return [], None
         failed = [m for m, o in zip(messages, outcomes, strict=True) if o is not None]
         errors = [o for o in outcomes if o is not None]
+        if any(isinstance(e, _Refused) for e in errors):
+            self._retire(tracker)
         return failed, next((e for e in errors if not isinstance(e, _ConfirmTimeout)), errors[0])
 
     async def _unroutable(self, queue: str) -> TaskbrokerError:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -210,6 +211,8 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
         stop.set()
         for thread in threads:
             thread.join()
+    retried = api_process.events("queue.publish_retry")
+    print(f"answers {Counter(statuses)}, publishes retried on another node or channel: {len(retried)}")
     assert set(statuses) <= {201, 503}, statuses
     assert api_process.returncode is None
 
