@@ -37,7 +37,7 @@ ATTRIBUTES_200_BYTES = {"function": "taskbroker.runtimes.builtin:noop", "kwargs"
 
 
 class Ours:
-    def __init__(self, *, worker_concurrency: int = 16) -> None:
+    def __init__(self, *, worker_concurrency: int = 16, amqp_url: str = AMQP_URL) -> None:
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.token = secrets.token_hex(24)
         self.port = free_port()
@@ -47,7 +47,7 @@ class Ours:
         self.env = {
             "TASKBROKER_KEY_PREFIX": self.prefix,
             "TASKBROKER_REDIS_URL": REDIS_URL,
-            "TASKBROKER_AMQP_URL": AMQP_URL,
+            "TASKBROKER_AMQP_URL": amqp_url,
             "TASKBROKER_ADMIN_TOKEN": self.token,
             "TASKBROKER_LOG_FORMAT": "json",
             # The checkout the benchmark runs from, not whichever one the venv has installed.
@@ -55,6 +55,7 @@ class Ours:
         }
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.schedulers: list[str] = []
+        self.amqp_urls = amqp_url.split(",")
 
     # Lifecycle
 
@@ -71,8 +72,9 @@ class Ours:
         except httpx.TransportError:
             return False
 
-    def register(self, name: str) -> None:
-        response = httpx.post(f"{self.url}/scheduler", json={"name": name}, headers=self.headers, timeout=30)
+    def register(self, name: str, queue_type: str | None = None) -> None:
+        body = {"name": name, **({"queue_type": queue_type} if queue_type else {})}
+        response = httpx.post(f"{self.url}/scheduler", json=body, headers=self.headers, timeout=30)
         response.raise_for_status()
         self.schedulers.append(name)
 
@@ -80,7 +82,12 @@ class Ours:
         for number in range(count):
             args = [str(BIN / "taskbroker"), "worker", "--scheduler", scheduler]
             args += ["--concurrency", str(self.worker_concurrency)]
-            self.fleet.start(f"worker-{number}", args, self.env)
+            name = (
+                f"worker-{number}"
+                if f"worker-{number}" not in self.fleet.processes
+                else f"worker-{scheduler}-{number}"
+            )
+            self.fleet.start(name, args, self.env)
         wait_until(lambda: self._consumers(scheduler) == count, what="the workers to subscribe", timeout=60)
 
     def _consumers(self, scheduler: str) -> int:
@@ -90,7 +97,7 @@ class Ours:
 
     def close(self) -> None:
         self.fleet.stop()
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection = pika.BlockingConnection([pika.URLParameters(u) for u in self.amqp_urls])
         try:
             channel = connection.channel()
             for name in self.schedulers:
