@@ -72,10 +72,10 @@ def measure(cluster: RabbitCluster, tasks: int, rounds: int) -> dict[str, Any]:
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     def median(queue_type: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[queue_type])
+        return float(statistics.median(r[key] for r in runs[queue_type]))
 
     def median_cpu(queue_type: str, process: str) -> float:
-        return statistics.median(r["cpu_s_per_1000"].get(process, 0.0) for r in runs[queue_type])
+        return float(statistics.median(r["cpu_s_per_1000"].get(process, 0.0) for r in runs[queue_type]))
 
     processes = sorted({p for r in runs["classic"] for p in r["cpu_s_per_1000"]})
     summary: dict[str, Any] = {
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = datetime.now(UTC)
     progress("starting a 3-node RabbitMQ cluster (or using TASKBROKER_TEST_RABBIT_CLUSTER's)")
     with running_cluster() as cluster:
-        results = {"started_at": started.isoformat(), "options": {"tasks": args.tasks, "rounds": args.rounds}}
+        results: dict[str, Any] = {"started_at": started.isoformat(), "options": {"tasks": args.tasks, "rounds": args.rounds}}
         results.update(measure(cluster, args.tasks, args.rounds))
     output = args.output or RESULTS / f"queue-types-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

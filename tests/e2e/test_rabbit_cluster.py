@@ -177,9 +177,11 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
     api_process, url = processes.api(env=env)
     response = http.post(f"{url}/scheduler", json={"name": "ha", "queue_type": "quorum"})
     assert response.status_code == 201, response.text
-    node = eventually_sync(
+    connected = eventually_sync(
         lambda: _connected_node(cluster, api_process.pid), what="the API's RabbitMQ connection"
     )
+    assert connected is not None
+    node = connected
     accepted: list[str] = []
     statuses: list[int] = []
     lock = threading.Lock()

@@ -47,7 +47,7 @@ def _new_channels(broker: amqp.AmqpBroker) -> list[FakeChannel]:
         opened.append(FakeChannel())
         return opened[-1]
 
-    broker._open_channel = open_channel  # type: ignore[method-assign,assignment]
+    broker._open_channel = open_channel  # type: ignore[method-assign]
     return opened
 
 
