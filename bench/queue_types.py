@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = datetime.now(UTC)
     progress("starting a 3-node RabbitMQ cluster (or using TASKBROKER_TEST_RABBIT_CLUSTER's)")
     with running_cluster() as cluster:
-        results: dict[str, Any] = {"started_at": started.isoformat(), "options": {"tasks": args.tasks, "rounds": args.rounds}}
+        options = {"tasks": args.tasks, "rounds": args.rounds}
+        results: dict[str, Any] = {"started_at": started.isoformat(), "options": options}
         results.update(measure(cluster, args.tasks, args.rounds))
     output = args.output or RESULTS / f"queue-types-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
