@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -184,6 +185,7 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
     node = connected
     accepted: list[str] = []
     statuses: list[int] = []
+    longest = [0.0]
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -192,11 +194,13 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
             n = 0
             while not stop.is_set():
                 n += 1
+                sent = time.monotonic()
                 reply = client.post(
                     f"{url}/task/schedule",
                     json={"scheduler": "ha", "attributes": recording.call(f"{worker}-{n}")},
                 )
                 with lock:
+                    longest[0] = max(longest[0], time.monotonic() - sent)
                     statuses.append(reply.status_code)
                     if reply.status_code == 201:
                         accepted.append(reply.json()["id"])
@@ -214,7 +218,10 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
         for thread in threads:
             thread.join()
     retried = api_process.events("queue.publish_retry")
-    print(f"answers {Counter(statuses)}, publishes retried on another node or channel: {len(retried)}")
+    print(
+        f"answers {Counter(statuses)}, publishes retried on another node or channel: {len(retried)}, "
+        f"longest request {longest[0]:.2f} s"
+    )
     assert set(statuses) <= {201, 503}, statuses
     assert api_process.returncode is None
 

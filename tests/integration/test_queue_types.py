@@ -4,6 +4,7 @@ priority (422) rather than silently running it out of order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -14,6 +15,7 @@ from taskbroker.errors import QueueIncompatible
 from taskbroker.models import QueueType
 from taskbroker.names import queue_name
 from taskbroker.queue.amqp import AmqpBroker
+from taskbroker.queue.base import Delivery
 from taskbroker.settings import Settings
 from tests.conftest import AMQP_URL
 from tests.support.inprocess import Api, api_client, running_consumer
@@ -137,3 +139,43 @@ async def test_a_classic_queue_cannot_become_quorum_and_says_why(real: Backends,
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_quorum_queue_drops_a_message_after_its_delivery_limit_and_reconciliation_has_the_task(
+    settings: Settings,
+) -> None:
+    """The backstop: a message handed back on every delivery (a consumer dying before its claim)
+    is delivered limit + 1 times, then dropped; the task it named stays pending in Redis, where
+    the timeout daemon's reconciliation republishes it (tests/integration/test_reconciliation.py)."""
+    queue = queue_name(settings.key_prefix, f"limited-{uuid.uuid4().hex[:6]}")
+    broker = AmqpBroker(AMQP_URL, connection_name="taskbroker-test-limit", delivery_limit=2)
+    poison: list[bool] = []
+    marker = asyncio.Event()
+
+    def on_delivery(delivery: Delivery) -> None:
+        if delivery.body == b"marker":
+            delivery.ack()
+            marker.set()
+            return
+        poison.append(delivery.redelivered)
+        delivery.requeue()
+
+    try:
+        await broker.declare(queue, QueueType.QUORUM)
+        await broker.publish(queue, [b"poison"])
+        subscription = await broker.subscribe(queue, prefetch=1, on_delivery=on_delivery)
+        await eventually(lambda: _async(len(poison) >= 3), what="three deliveries of the poison")
+        # Behind it in the queue: delivered only once the poison is gone (or being handed back).
+        await broker.publish(queue, [b"marker"])
+        await asyncio.wait_for(marker.wait(), timeout=30)
+        await subscription.cancel()
+
+        assert poison == [False, True, True]
+        assert await _empty(broker, queue)
+    finally:
+        await broker.delete(queue)
+        await broker.close()
+
+
+async def _empty(broker: AmqpBroker, queue: str) -> bool:
+    return (await broker.stats(queue)).messages == 0
