@@ -238,6 +238,39 @@ def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answer
     asyncio.run(_delete_queue(cluster, queue_name(settings.key_prefix, "ha")))
 
 
+def test_a_worker_whose_node_dies_consumes_again_through_another_node(
+    cluster: RabbitCluster,
+    processes: Processes,
+    http: httpx.Client,
+    recording: Recording,
+    settings: Settings,
+    restart_killed: None,
+) -> None:
+    env = {"TASKBROKER_AMQP_URL": cluster.amqp_url}
+    _, url = processes.api(env=env)
+    assert http.post(f"{url}/scheduler", json={"name": "moving", "queue_type": "quorum"}).status_code == 201
+    worker = processes.worker("worker", "moving", concurrency=2, env=env)
+    first = eventually_sync(lambda: _connected_node(cluster, worker.pid), what="the worker's connection")
+    assert first is not None
+
+    cluster.kill(first)
+    eventually_sync(
+        lambda: len(worker.events("consumer.subscribed")) >= 2, what="the worker to subscribe again"
+    )
+    task = http.post(f"{url}/task/schedule", json={"scheduler": "moving", "attributes": recording.call("m")})
+    assert task.status_code == 201, task.text
+
+    eventually_sync(
+        lambda: http.get(f"{url}/task/{task.json()['id']}").json()["state"] == "complete",
+        what="the task to run on the worker's new node",
+    )
+    assert _connected_node(cluster, worker.pid) not in (None, first)
+    lost = worker.events("consumer.subscription_lost")
+    assert [e["reason"] for e in lost] == ["connection_lost"]
+    cluster.restart(first)
+    asyncio.run(_delete_queue(cluster, queue_name(settings.key_prefix, "moving")))
+
+
 async def _delete_queue(cluster: RabbitCluster, queue: str) -> None:
     broker = AmqpBroker(cluster.urls, connection_name="taskbroker-test-ha-cleanup")
     try:
