@@ -13,18 +13,21 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from taskbroker.backends import real_backends
+from taskbroker.backends import Backends, real_backends
 from taskbroker.errors import QueueMissing, QueueUnavailable
-from taskbroker.models import QueueType
+from taskbroker.models import QueueType, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.amqp import AmqpBroker
 from taskbroker.queue.base import Delivery
 from taskbroker.settings import Settings
+from taskbroker.store import NewTask
+from taskbroker.timeout_daemon.daemon import TimeoutDaemon
 from tests.clusters.rabbitmq import Node, RabbitCluster, cluster_for_a_module
 from tests.conftest import cleanup
 from tests.support.inprocess import api_client
@@ -113,14 +116,35 @@ async def test_a_classic_queue_whose_node_is_down_is_unavailable_not_missing(
     await elsewhere.delete(queue)
 
 
-async def test_the_api_answers_503_saying_the_node_is_down_for_a_classic_scheduler_on_a_lost_node(
+async def _lapsed_running_task(backends: Backends, scheduler: str) -> str:
+    """A task running under a lease that has lapsed: its consumer died."""
+    now = utcnow()
+    task = NewTask(uuid.uuid4(), scheduler, {}, now + timedelta(hours=1))
+    await backends.store.create([task], now=now)
+    claim = await backends.store.claim(str(task.id), consumer="dead", lease=0.05, max_attempts=3)
+    assert claim.task is not None
+
+    async def lapsed() -> bool:
+        return str(task.id) in {r.id for r in await backends.store.lapsed(limit=100)}
+
+    await eventually(lapsed, what="the lease to lapse")
+    return str(task.id)
+
+
+async def test_a_classic_schedulers_lost_node_is_503_for_it_and_holds_up_no_other_scheduler(
     cluster: RabbitCluster, settings: Settings, restart_killed: None
 ) -> None:
+    """The API says the node is down (not "register"); the timeout daemon still requeues the
+    quorum scheduler's lapsed task while the classic one's waits for its node."""
     home = cluster.nodes[2]
     declaring = settings.model_copy(update={"amqp_url": home.url})
     backends = real_backends(declaring, connection_name="taskbroker-test-ha-api")
     async with api_client(declaring, backends) as api:
         assert (await api.http.post("/scheduler", json={"name": "classic"})).status_code == 201
+        replicated = {"name": "replicated", "queue_type": "quorum"}
+        assert (await api.http.post("/scheduler", json=replicated)).status_code == 201
+    stuck = await _lapsed_running_task(backends, "classic")
+    moving = await _lapsed_running_task(backends, "replicated")
     await backends.close()
     cluster.kill(home)
     survivors = settings.model_copy(update={"amqp_url": ",".join(n.url for n in cluster.nodes[:2])})
@@ -128,15 +152,23 @@ async def test_the_api_answers_503_saying_the_node_is_down_for_a_classic_schedul
     try:
         async with api_client(survivors, backends) as api:
             response = await api.http.post("/task/schedule", json={"scheduler": "classic", "attributes": {}})
-            listed = (await api.http.get("/tasks")).json()
+            listed = (await api.http.get("/tasks?scheduler=classic&state=pending")).json()
+        report = await TimeoutDaemon(
+            settings=survivors, store=backends.store, events=backends.events, broker=backends.broker
+        ).sweep()
+
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"]
         assert "node is down" in response.json()["detail"]
         assert "register" not in response.json()["detail"]
         assert listed["tasks"] == []  # nothing was kept of the refused task
+        assert report.requeued == 1
+        assert (await backends.store.get(uuid.UUID(moving))).state == "pending"
+        assert (await backends.store.get(uuid.UUID(stuck))).state == "running"  # its lease still lapsed
     finally:
         cluster.restart(home)
-        await backends.broker.delete(queue_name(settings.key_prefix, "classic"))
+        for name in ("classic", "replicated"):
+            await backends.broker.delete(queue_name(settings.key_prefix, name))
         await backends.close()
         await cleanup(settings)
 
