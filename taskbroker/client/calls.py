@@ -152,7 +152,9 @@ def list_tasks(
 
 
 def register_scheduler(definition: SchedulerDefinition) -> Call[SchedulerStatus]:
-    return Call("POST", "/scheduler", SchedulerStatus.model_validate, json=definition.model_dump())
+    # Fields left unset stay out, so the server's defaults apply (queue_type: TASKBROKER_QUEUE_TYPE).
+    body = definition.model_dump(mode="json", exclude_unset=True)
+    return Call("POST", "/scheduler", SchedulerStatus.model_validate, json=body)
 
 
 def schedulers() -> Call[list[SchedulerStatus]]:
