@@ -27,6 +27,7 @@ from taskbroker.client.errors import (
 )
 from taskbroker.client.sync import Client
 from taskbroker.event_models import EventKind, TaskEvent
+from taskbroker.models import QueueType
 
 __all__ = [
     "ApiError",
@@ -41,6 +42,7 @@ __all__ = [
     "IssuedToken",
     "NotFound",
     "PayloadTooLarge",
+    "QueueType",
     "RateLimited",
     "TaskEvent",
     "TaskPage",
