@@ -549,8 +549,9 @@ class AmqpBroker(QueueBroker):
         """Publish and wait for every confirm. A message whose channel or node went away before
         its confirm (a node killed, a quorum queue's leader lost, a nack) is published again,
         through the next node if the connection is gone, until the confirm timeout has passed
-        since the call: then BrokerUnavailable. The retry may enqueue a message twice, which
-        the contract allows (a second delivery of a claimed task is dropped)."""
+        since the call: then BrokerUnavailable. No node to connect to is BrokerUnavailable at
+        once. The retry may enqueue a message twice, which the contract allows (a second
+        delivery of a claimed task is dropped)."""
         if not bodies:
             return
         messages = list(zip(bodies, priorities or itertools.repeat(0), strict=priorities is not None))
@@ -567,10 +568,10 @@ class AmqpBroker(QueueBroker):
                     messages, error = await asyncio.wait_for(self._publish_once(queue, messages), remaining)
             except TimeoutError:
                 messages, error = messages, _ConfirmTimeout("no confirm before the deadline")
-            except QueueUnavailable:
+            except BrokerUnavailable:
+                # No channel at all (no node answers): nothing of this round went out, and
+                # waiting out the deadline would turn an outage's quick 503 into a hang.
                 raise
-            except BrokerUnavailable as exc:  # no channel: nothing of this round went out
-                error = exc
             if not messages:
                 return
             if isinstance(error, QueueMissing):

@@ -166,12 +166,12 @@ async def test_a_closed_channel_fails_every_unconfirmed_message() -> None:
             await confirm
 
 
-async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unavailable_in_time() -> None:
+async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unavailable_at_once() -> None:
     channel = FakeChannel()
     broker = amqp.AmqpBroker(
-        ["amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/"], confirm_timeout=0.5
+        ["amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/"], confirm_timeout=30
     )
-    broker._publisher = amqp._ConfirmTracker(channel, 0.5)
+    broker._publisher = amqp._ConfirmTracker(channel, 30)
     publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
     await asyncio.sleep(0)
 
@@ -179,6 +179,5 @@ async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unav
     for callback in channel.on_close:
         callback(channel, RuntimeError("connection reset"))
 
-    with pytest.raises(BrokerUnavailable, match="did not confirm 2 messages in time") as raised:
+    with pytest.raises(BrokerUnavailable, match="none of the 2 RabbitMQ nodes answered"):
         await asyncio.wait_for(publishing, timeout=10)
-    assert "none of the 2 RabbitMQ nodes answered" in str(raised.value)
