@@ -51,6 +51,14 @@ ENV_BASE = "TASKBROKER_TEST_RABBIT_CLUSTER"
 DEFAULT_BASE = Path(tempfile.gettempdir()) / f"taskbroker-rabbit-cluster-{os.getuid()}"
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (PID 1 here does not reap orphans: /proc/PID/status says Z)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Node:
     index: int
@@ -83,11 +91,7 @@ class Node:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return None
-        return None if "\nState:\tZ" in status else pid
+        return pid if _running(pid) else None
 
 
 class RabbitCluster:
@@ -237,14 +241,23 @@ class RabbitCluster:
             list(pool.map(self._stop_node, self.nodes))
 
     def _stop_node(self, node: Node) -> None:
-        if node.pid() is None:
+        # Not `stop PIDFILE`: it waits for the PID to vanish, and our own child stays a zombie
+        # until we reap it, so it would always wait out its timeout.
+        pid = node.pid()
+        if pid is None:
             return
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self.ctl(node, "stop", str(node.pid_file), timeout=60)
-        self.kill(node)
+            self.ctl(node, "stop", timeout=60)
         child = self._children.pop(node.index, None)
         if child is not None:
-            child.wait(timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=30)
+        # The node removes its pid file before its VM has exited: wait on the PID itself.
+        deadline = time.monotonic() + 30
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _running(pid):  # what did not stop in time
+            os.kill(pid, signal.SIGKILL)
 
     # Queries
 
