@@ -20,11 +20,11 @@ import httpx
 import pytest
 
 from taskbroker.backends import Backends, real_backends
-from taskbroker.errors import QueueMissing, QueueUnavailable
+from taskbroker.errors import BrokerUnavailable, QueueMissing, QueueUnavailable
 from taskbroker.models import QueueType, utcnow
 from taskbroker.names import queue_name
 from taskbroker.queue.amqp import AmqpBroker
-from taskbroker.queue.base import Delivery
+from taskbroker.queue.base import Delivery, QueueBroker
 from taskbroker.settings import Settings
 from taskbroker.store import NewTask
 from taskbroker.timeout_daemon.daemon import TimeoutDaemon
@@ -168,7 +168,7 @@ async def test_a_classic_schedulers_lost_node_is_503_for_it_and_holds_up_no_othe
     finally:
         cluster.restart(home)
         for name in ("classic", "replicated"):
-            await backends.broker.delete(queue_name(settings.key_prefix, name))
+            await _delete_eventually(backends.broker, queue_name(settings.key_prefix, name))
         await backends.close()
         await cleanup(settings)
 
@@ -195,7 +195,7 @@ async def test_every_confirmed_message_of_a_quorum_queue_survives_its_leader_kil
     back = _broker(brokers, leader.url)
     assert await _consume(back, queue, 1, what="a message through the restarted node") == {b"after-restart"}
     assert (await back.stats(queue)).messages == 0
-    await back.delete(queue)
+    await _delete_eventually(back, queue)
 
 
 def test_killing_the_node_the_api_publishes_through_loses_no_201_task_and_answers_no_500(
@@ -306,9 +306,23 @@ def test_a_worker_whose_node_dies_consumes_again_through_another_node(
 async def _delete_queue(cluster: RabbitCluster, queue: str) -> None:
     broker = AmqpBroker(cluster.urls, connection_name="taskbroker-test-ha-cleanup")
     try:
-        await broker.delete(queue)
+        await _delete_eventually(broker, queue)
     finally:
         await broker.close()
+
+
+async def _delete_eventually(broker: QueueBroker, queue: str) -> None:
+    """Delete a queue, retrying: just after a member restarts, a quorum queue's delete can take
+    longer than one operation's timeout (measured here: one run in four)."""
+
+    async def deleted() -> bool:
+        try:
+            await broker.delete(queue)
+        except BrokerUnavailable:
+            return False
+        return True
+
+    await eventually(deleted, what=f"queue {queue} deleted", deadline=60, interval=1)
 
 
 def _connected_node(cluster: RabbitCluster, pid: int) -> Node | None:
