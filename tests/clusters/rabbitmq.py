@@ -166,6 +166,7 @@ class RabbitCluster:
     def ctl(self, node: Node, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(
             [CTL, "-n", node.name, *args],
+            cwd=self.base if self.base.exists() else None,  # Erlang may write a Mnesia folder there
             env=self._common_env(),
             capture_output=True,
             text=True,
@@ -179,6 +180,7 @@ class RabbitCluster:
         log = (node.folder / "log" / "console.log").open("ab")
         child = subprocess.Popen(
             [SERVER],
+            cwd=node.folder,
             env=self._node_env(node),
             stdin=subprocess.DEVNULL,
             stdout=log,
