@@ -43,6 +43,7 @@ class Ours:
         worker_concurrency: int = 16,
         redis_url: str = REDIS_URL,
         env: dict[str, str] | None = None,
+        amqp_url: str = AMQP_URL,
     ) -> None:
         """``redis_url``: where the benchmark itself reads task state (the primary of a Sentinel
         set, when ``env`` points the processes at its Sentinels)."""
@@ -56,7 +57,7 @@ class Ours:
         self.env = {
             "TASKBROKER_KEY_PREFIX": self.prefix,
             "TASKBROKER_REDIS_URL": REDIS_URL,
-            "TASKBROKER_AMQP_URL": AMQP_URL,
+            "TASKBROKER_AMQP_URL": amqp_url,
             "TASKBROKER_ADMIN_TOKEN": self.token,
             "TASKBROKER_LOG_FORMAT": "json",
             # The checkout the benchmark runs from, not whichever one the venv has installed.
@@ -65,6 +66,7 @@ class Ours:
         }
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.schedulers: list[str] = []
+        self.amqp_urls = amqp_url.split(",")
 
     # Lifecycle
 
@@ -81,8 +83,9 @@ class Ours:
         except httpx.TransportError:
             return False
 
-    def register(self, name: str) -> None:
-        response = httpx.post(f"{self.url}/scheduler", json={"name": name}, headers=self.headers, timeout=30)
+    def register(self, name: str, queue_type: str | None = None) -> None:
+        body = {"name": name, **({"queue_type": queue_type} if queue_type else {})}
+        response = httpx.post(f"{self.url}/scheduler", json=body, headers=self.headers, timeout=30)
         response.raise_for_status()
         self.schedulers.append(name)
 
@@ -90,7 +93,12 @@ class Ours:
         for number in range(count):
             args = [str(BIN / "taskbroker"), "worker", "--scheduler", scheduler]
             args += ["--concurrency", str(self.worker_concurrency)]
-            self.fleet.start(f"worker-{number}", args, self.env)
+            name = (
+                f"worker-{number}"
+                if f"worker-{number}" not in self.fleet.processes
+                else f"worker-{scheduler}-{number}"
+            )
+            self.fleet.start(name, args, self.env)
         wait_until(lambda: self._consumers(scheduler) == count, what="the workers to subscribe", timeout=60)
 
     def _consumers(self, scheduler: str) -> int:
@@ -100,7 +108,7 @@ class Ours:
 
     def close(self) -> None:
         self.fleet.stop()
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection = pika.BlockingConnection([pika.URLParameters(u) for u in self.amqp_urls])
         try:
             channel = connection.channel()
             for name in self.schedulers:

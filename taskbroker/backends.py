@@ -149,7 +149,9 @@ def _tls_files(settings: Settings) -> dict[str, Any]:
 
 
 def real_backends(settings: Settings, *, connection_name: str) -> Backends:
-    broker = AmqpBroker(settings.amqp_url, connection_name=connection_name)
+    broker = AmqpBroker(
+        settings.amqp_urls, connection_name=connection_name, delivery_limit=settings.quorum_delivery_limit
+    )
     return Backends.over(redis_client(settings), broker, settings)
 
 

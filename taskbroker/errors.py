@@ -23,6 +23,17 @@ class QueueMissing(TaskbrokerError):
     """A scheduler's queue does not exist in RabbitMQ: register the scheduler again to declare it."""
 
 
+class QueueUnavailable(BrokerUnavailable):
+    """A scheduler's queue exists but its RabbitMQ node is down (a classic queue lives on one
+    node): retry later, it is back with its node; registering again changes nothing. A kind of
+    BrokerUnavailable, so whatever backs off on an outage backs off on this."""
+
+
+class PriorityUnsupported(TaskbrokerError):
+    """A task asked for a priority its scheduler's queue cannot honour (a quorum queue on
+    RabbitMQ 3.x has no priorities): schedule it at priority 0, or on a classic scheduler."""
+
+
 class UnknownScheduler(TaskbrokerError):
     """No scheduler of that name is registered."""
 

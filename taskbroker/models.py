@@ -115,6 +115,17 @@ class Task(BaseModel):
     """The errors of its latest failed attempts (the last 10), oldest first."""
 
 
+class QueueType(enum.StrEnum):
+    """The RabbitMQ queue type of a scheduler (docs/operations.md, "RabbitMQ cluster and quorum
+    queues")."""
+
+    CLASSIC = "classic"
+    """On one node, with priorities 0..9: unavailable while that node is down."""
+    QUORUM = "quorum"
+    """Replicated on a majority of nodes (Raft): survives the loss of a minority; no priorities
+    (RabbitMQ 3.x), so its tasks must be scheduled at priority 0."""
+
+
 class SchedulerDefinition(BaseModel):
     """What `POST /scheduler` registers: a named queue and the runtime its consumers use."""
 
@@ -123,6 +134,11 @@ class SchedulerDefinition(BaseModel):
     name: SchedulerName
     runtime: Annotated[str, Field(pattern=RUNTIME_NAME_PATTERN, examples=["inline"])] = "inline"
     description: Annotated[UnicodeText, Field(max_length=1000)] = ""
+    queue_type: QueueType = Field(
+        default=QueueType.CLASSIC,
+        description="The RabbitMQ queue type; when a request leaves it out, TASKBROKER_QUEUE_TYPE. "
+        "A definition stored before queue types existed is classic.",
+    )
     retry: RetryPolicy | None = Field(
         default=None, description="The retry policy of its tasks that give none (default: no retry)."
     )

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskbroker.models import QueueType
 from taskbroker.names import KEY_PREFIX_PATTERN
 from taskbroker.webhook_hosts import InvalidWebhookHost, WebhookAllowList
 
@@ -29,7 +30,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKBROKER_", extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
-    amqp_url: str = DEFAULT_AMQP_URL
+    amqp_url: str = Field(
+        default=DEFAULT_AMQP_URL,
+        description="One RabbitMQ URL, or the nodes of a cluster as comma-separated URLs.",
+    )
 
     # Redis with Sentinel, TLS and replicated writes (docs/operations.md, "Redis with Sentinel")
     redis_sentinels: str = Field(
@@ -58,6 +62,15 @@ class Settings(BaseSettings):
         ge=1,
         le=4000,
         description="Milliseconds the API waits for those replicas (below the 5 s Redis socket timeout).",
+    )
+    queue_type: QueueType = Field(
+        default=QueueType.CLASSIC, description="The queue type of a scheduler registered without one."
+    )
+    quorum_delivery_limit: int = Field(
+        default=20,
+        ge=0,
+        description="Deliveries of one message a quorum queue allows before it drops it (0: no "
+        "limit); the task is then republished by the timeout daemon's reconciliation.",
     )
     key_prefix: str = Field(default="taskbroker", pattern=KEY_PREFIX_PATTERN)
     default_timeout: timedelta = timedelta(hours=6)
@@ -229,6 +242,17 @@ class Settings(BaseSettings):
             raise ValueError("must be at most 100 years (P36500D)")
         return value
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls_parse(cls, value: str) -> str:
+        amqp_urls(value)
+        return value
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The RabbitMQ nodes ``amqp_url`` lists, in its order."""
+        return amqp_urls(self.amqp_url)
+
     @property
     def heartbeat_interval(self) -> float:
         """Renew leases three times per lease, so one lost heartbeat never lapses a live claim."""
@@ -246,3 +270,16 @@ def sentinel_addresses(value: str) -> list[tuple[str, int]]:
             raise ValueError(f"TASKBROKER_REDIS_SENTINELS: {entry!r} is not host:port")
         addresses.append((host.strip("[]"), int(port)))
     return addresses
+
+
+def amqp_urls(text: str) -> list[str]:
+    """The URLs of a comma-separated ``TASKBROKER_AMQP_URL``; ValueError, naming the entry, for
+    one that is not an amqp:// or amqps:// URL (a comma never occurs in such a URL unescaped)."""
+    urls = [u.strip() for u in text.split(",")]
+    for number, url in enumerate(urls, start=1):
+        if not url.startswith(("amqp://", "amqps://")):  # not quoted: it may hold a password
+            raise ValueError(
+                f"TASKBROKER_AMQP_URL: entry {number} of {len(urls)} is not an amqp:// or "
+                "amqps:// URL (list a cluster's nodes as comma-separated URLs)"
+            )
+    return urls

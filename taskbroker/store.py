@@ -49,6 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskbroker.errors import (
     IdempotencyKeyPending,
     InvalidCursor,
+    PriorityUnsupported,
     SchedulerBusy,
     SchedulerConflict,
     StoreUnavailable,
@@ -398,6 +399,9 @@ class TaskStore:
         reply = await self._run(
             "register_scheduler", definition.name, canonical, definition.defaults(), replicated=True
         )
+        if reply[0] == "conflict" and SchedulerDefinition.model_validate_json(reply[1]) == definition:
+            # Stored before a field existed (queue_type): the same definition, worded older.
+            return False
         if reply[0] == "conflict":
             raise SchedulerConflict(
                 f"scheduler {definition.name!r} is registered with a different definition: "
@@ -498,8 +502,8 @@ class TaskStore:
     @redis_call
     async def create(self, tasks: Sequence[NewTask], *, now: datetime) -> list[Task | AppliedDefaults | None]:
         """Store new tasks atomically (pending, or delayed with a ``not_before``): all of them,
-        or none if a scheduler is unknown (UnknownScheduler) or an id is already stored
-        (TaskExists).
+        or none if a scheduler is unknown (UnknownScheduler), a task asks a quorum scheduler for a priority
+        (PriorityUnsupported) or an id is already stored (TaskExists).
 
         A task whose idempotency key a live, published task holds is not created: its place in
         the answer is that task (None where a task was created, AppliedDefaults where it was
@@ -526,6 +530,12 @@ class TaskStore:
         reply = await self._run("create", *args, replicated=True)
         if reply[0] == "unknown_scheduler":
             raise UnknownScheduler(reply[1])
+        if reply[0] == "no_priority":
+            raise PriorityUnsupported(
+                f"scheduler {reply[1]!r} has a quorum queue, which has no priorities (RabbitMQ "
+                "3.x refuses them on quorum queues): schedule its tasks at priority 0, or use a "
+                "classic scheduler for prioritised work"
+            )
         if reply[0] == "exists":
             raise TaskExists(f"task {reply[1]} is already stored")
         if reply[0] == "unconfirmed":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from taskbroker import metrics
-from taskbroker.errors import BrokerUnavailable, QueueMissing
+from taskbroker.errors import BrokerUnavailable, QueueMissing, QueueUnavailable
 from taskbroker.events import EventLog
 from taskbroker.lifecycle import repeat_until_stopped
 from taskbroker.models import TaskState
@@ -59,15 +59,7 @@ class TimeoutDaemon:
         started = time.perf_counter()
         expired = await self._expire_due()
         released = await self._release_due()
-        requeued = 0
-        while lapsed := await self._store.lapsed(limit=self._batch):
-            moved = await republish(self._store, self._broker, lapsed)
-            requeued += moved
-            metrics.tasks_requeued(moved)
-            for ref in lapsed:
-                log.info("task.lease_lapsed", task_id=ref.id, scheduler=ref.scheduler, action="requeued")
-            if len(lapsed) < self._batch or moved == 0:
-                break
+        requeued = await self._requeue_lapsed()
         republished = await self._reconcile()
         # The stream's time bound (its length bound is kept by every append).
         await self._events.trim(retention=self._settings.events_retention)
@@ -75,11 +67,41 @@ class TimeoutDaemon:
         metrics.sweep_completed(time.perf_counter() - started)
         return SweepReport(expired=expired, requeued=requeued, republished=republished, released=released)
 
+    async def _requeue_lapsed(self) -> int:
+        """Publish again every running task whose lease lapsed (its consumer died), then mark it
+        pending. One scheduler whose queue is missing, or on a RabbitMQ node that is down (a
+        classic queue), does not hold up the others: its tasks keep their lapsed leases and are
+        tried again on the next sweep."""
+        requeued = 0
+        skipped: set[str] = set()
+        while lapsed := await self._store.lapsed(limit=self._batch):
+            by_scheduler: dict[str, list[TaskRef]] = collections.defaultdict(list)
+            for ref in lapsed:
+                if ref.scheduler not in skipped:
+                    by_scheduler[ref.scheduler].append(ref)
+            moved = 0
+            for scheduler, refs in by_scheduler.items():
+                try:
+                    count = await republish(self._store, self._broker, refs)
+                except (QueueMissing, QueueUnavailable) as exc:
+                    skipped.add(scheduler)
+                    log.warning("task.requeue_failed", scheduler=scheduler, tasks=len(refs), error=str(exc))
+                    continue
+                moved += count
+                metrics.tasks_requeued(count)
+                for ref in refs:
+                    log.info("task.lease_lapsed", task_id=ref.id, scheduler=scheduler, action="requeued")
+            requeued += moved
+            if len(lapsed) < self._batch or moved == 0:
+                break
+        return requeued
+
     async def _reconcile(self) -> int:
         """Publish again every pending task not claimed within ``republish_after`` of its last
         publish: its first publish was never confirmed (an API killed mid-request, a reply lost
         in a Redis cut) or its message was lost in RabbitMQ. One scheduler whose queue is missing
-        does not hold up the others: its tasks wait (their timeout still ends them)."""
+        or on a node that is down does not hold up the others: its tasks wait (their timeout
+        still ends them)."""
         republished = 0
         skipped: set[str] = set()
         while due := await self._store.unclaimed(limit=self._batch):
@@ -91,7 +113,7 @@ class TimeoutDaemon:
             for scheduler, refs in by_scheduler.items():
                 try:
                     count = await reconcile(self._store, self._broker, refs)
-                except QueueMissing as exc:
+                except (QueueMissing, QueueUnavailable) as exc:
                     skipped.add(scheduler)
                     log.warning("task.republish_failed", scheduler=scheduler, tasks=len(refs), error=str(exc))
                     continue

@@ -74,9 +74,12 @@ async def register_scheduler(
     broker: BrokerDep,
     settings: SettingsDep,
 ) -> SchedulerStatus:
-    """Register a scheduler and declare its durable queue. Idempotent for the same definition."""
+    """Register a scheduler and declare its durable queue. Idempotent for the same definition;
+    ``queue_type`` left out is TASKBROKER_QUEUE_TYPE."""
+    if "queue_type" not in definition.model_fields_set:
+        definition = definition.model_copy(update={"queue_type": settings.queue_type})
     # Queue first: a registered scheduler always has its queue, so scheduling never hits a gap.
-    await broker.declare(queue_name(settings.key_prefix, definition.name))
+    await broker.declare(queue_name(settings.key_prefix, definition.name), definition.queue_type)
     if not await store.register_scheduler(definition):
         response.status_code = status.HTTP_200_OK
     return await _status(definition, store, broker, settings)

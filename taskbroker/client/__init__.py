@@ -27,6 +27,7 @@ from taskbroker.client.errors import (
 )
 from taskbroker.client.sync import Client
 from taskbroker.event_models import EventKind, TaskEvent
+from taskbroker.models import QueueType
 from taskbroker.retry_policy import RetryPolicy
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "IssuedToken",
     "NotFound",
     "PayloadTooLarge",
+    "QueueType",
     "RateLimited",
     "RetryPolicy",
     "TaskEvent",

@@ -240,7 +240,9 @@ def list_tasks(
 
 
 def register_scheduler(definition: SchedulerDefinition) -> Call[SchedulerStatus]:
-    body = definition.model_dump(mode="json", exclude_none=True)
+    # Fields left unset or None stay out, so the server's defaults apply (queue_type:
+    # TASKBROKER_QUEUE_TYPE; retry and attempt_timeout: none).
+    body = definition.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     return Call("POST", "/scheduler", SchedulerStatus.model_validate, json=body)
 
 

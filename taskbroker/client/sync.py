@@ -15,7 +15,7 @@ from taskbroker.client.calls import BulkChange, Call, EventStream, IssuedToken, 
 from taskbroker.client.errors import ApiUnreachable, Unavailable
 from taskbroker.client.sse import SseDecoder
 from taskbroker.event_models import TaskEvent
-from taskbroker.models import ConsumerStatus, SchedulerDefinition, SchedulerStatus, Task, TaskState
+from taskbroker.models import ConsumerStatus, QueueType, SchedulerDefinition, SchedulerStatus, Task, TaskState
 from taskbroker.retry_policy import RetryPolicy
 from taskbroker.schedule_models import Schedule, ScheduleRun, ScheduleSpec
 from taskbroker.token_models import Role, TokenRecord
@@ -226,12 +226,19 @@ class Client:
     # Schedulers (admin)
 
     def register_scheduler(
-        self, name: str | SchedulerDefinition, runtime: str = "inline", description: str = ""
+        self,
+        name: str | SchedulerDefinition,
+        runtime: str = "inline",
+        description: str = "",
+        *,
+        queue_type: QueueType | None = None,
     ) -> SchedulerStatus:
+        """``queue_type`` None leaves it to the server (TASKBROKER_QUEUE_TYPE)."""
+        chosen = {"queue_type": queue_type} if queue_type is not None else {}
         definition = (
             name
             if isinstance(name, SchedulerDefinition)
-            else SchedulerDefinition(name=name, runtime=runtime, description=description)
+            else SchedulerDefinition(name=name, runtime=runtime, description=description, **chosen)
         )
         return self._send(calls.register_scheduler(definition))
 

@@ -1,5 +1,5 @@
--- create: store new pending tasks, all or none; refuse the whole batch if a scheduler is unknown
--- or a task id is already stored. A task whose idempotency key is held by a live task is not
+-- create: store new pending tasks, all or none; refuse the whole batch if a scheduler is unknown,
+-- a task asks a quorum scheduler (no priorities) for a priority, or a task id is already stored. A task whose idempotency key is held by a live task is not
 -- created: the reply carries that task's record instead. A key held by a task whose publish is not
 -- yet confirmed refuses the whole call ('unconfirmed'), so a caller is never told of a task that
 -- may yet be discarded.
@@ -29,6 +29,14 @@ for i = 3, #ARGV, stride do
       return {'unknown_scheduler', scheduler}
     end
     checked[scheduler] = redis.call('HGET', scheduler_defaults, scheduler) or ''
+  end
+  -- Only a prioritised task pays for reading its scheduler's definition.
+  if ARGV[i + 5] ~= '0' and checked[scheduler] ~= 'classic' then
+    local definition = cjson.decode(redis.call('HGET', schedulers, scheduler))
+    if definition['queue_type'] == 'quorum' then
+      return {'no_priority', scheduler}
+    end
+    checked[scheduler] = 'classic'
   end
 end
 local reply = {'ok'}

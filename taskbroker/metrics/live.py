@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from taskbroker.errors import QueueMissing, TaskbrokerError
+from taskbroker.errors import QueueMissing, QueueUnavailable, TaskbrokerError
 from taskbroker.names import queue_name
 from taskbroker.queue.base import QueueBroker, QueueStats
 from taskbroker.store import LiveCensus, TaskStore
@@ -127,7 +127,7 @@ class LiveState:
         async def stats(name: str) -> QueueStats | None:
             try:
                 return await self._broker.stats(queue_name(prefix, name))
-            except QueueMissing:  # deleted between the two reads, or not declared yet
+            except (QueueMissing, QueueUnavailable):  # deleted, not declared yet, or its node down
                 return None
 
         try:

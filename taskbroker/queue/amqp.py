@@ -1,11 +1,16 @@
 """RabbitMQ through pika's asyncio adapter: durable queues, persistent messages, pipelined
-publisher confirms (never a synchronous wait per message) and manual acks."""
+publisher confirms (never a synchronous wait per message) and manual acks.
+
+A broker is given one node or a cluster's nodes. It holds one connection, to one node at a time,
+and moves to the next node when that connection fails or closes; a publish that lost its node
+before its confirm is published again through the next one, within the confirm timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import itertools
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,8 +26,10 @@ from taskbroker.errors import (
     IncompatibleLibrary,
     QueueIncompatible,
     QueueMissing,
+    QueueUnavailable,
     TaskbrokerError,
 )
+from taskbroker.models import QueueType
 from taskbroker.queue.amqp_acks import AckBatcher
 from taskbroker.queue.base import (
     MAX_PRIORITY,
@@ -42,12 +49,33 @@ confirmed in about half the time of version 1, and the queue costs RabbitMQ less
 VERSION_1_QUEUE_ARGUMENTS = {"x-max-priority": MAX_PRIORITY}
 """What taskbroker declared before version 2 queues; such a queue is used as it is."""
 PRECONDITION_FAILED = 406
+NOT_FOUND = 404
+PUBLISH_RETRY_DELAY = 0.05
+"""Seconds before a publish that lost its channel or node is tried again (doubling, at most 1 s):
+a quorum queue's new leader serves 0.25-0.5 s after the old one died (docs/operations.md)."""
+
+
+def quorum_arguments(delivery_limit: int) -> dict[str, Any]:
+    """A quorum queue's arguments: no ``x-max-priority`` (RabbitMQ 3.x refuses it, 406), and the
+    delivery limit as the backstop against a message no consumer survives (0: none)."""
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if delivery_limit:
+        arguments["x-delivery-limit"] = delivery_limit
+    return arguments
+
 
 log = structlog.get_logger("taskbroker.queue")
 
 
 def _closed_error(reason: BaseException | None) -> TaskbrokerError:
-    if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == 404:
+    if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == NOT_FOUND:
+        if "home node" in reason.reply_text:
+            # RabbitMQ answers a classic queue whose node is down with a 404 too; registering
+            # again would not help, waiting for the node does.
+            return QueueUnavailable(
+                f"the queue's RabbitMQ node is down ({reason.reply_text}): its tasks wait there "
+                "until the node is back; retry later"
+            )
         return QueueMissing(
             f"queue does not exist ({reason.reply_text}): register the scheduler to declare it"
         )
@@ -94,6 +122,11 @@ class _CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
         self._outgoing.clear()
         if self._transport is not None:  # the connection was lost meanwhile: pika drops it too
             super()._adapter_emit_data(data)
+
+
+class _Refused(BrokerUnavailable):
+    """RabbitMQ nacked a message: on a quorum queue, the channel's view of a leader that died.
+    The channel keeps nacking that queue's messages, so its publishes move to a new channel."""
 
 
 class _ConfirmTimeout(Exception):
@@ -167,7 +200,7 @@ class _ConfirmTracker:
             if future is None or future.done():
                 continue
             if nacked:
-                future.set_exception(BrokerUnavailable("RabbitMQ refused the message (nack): retry later"))
+                future.set_exception(_Refused("RabbitMQ refused the message (nack): retry later"))
             elif str(tag) in self._returned:
                 self._returned.discard(str(tag))
                 future.set_exception(
@@ -190,17 +223,44 @@ class _ConfirmTracker:
             self._timer = None
 
 
-async def _confirm_errors(confirms: list[asyncio.Future[None]]) -> list[BaseException]:
-    """What went wrong with these messages, once every one is settled (one message, the usual
-    one-task request, is awaited as is: gathering costs more than the rest of the wait)."""
+async def _confirm_outcomes(confirms: list[asyncio.Future[None]]) -> list[BaseException | None] | None:
+    """Each message's error (None where confirmed) once every one is settled, or None if all
+    were confirmed (one message, the usual one-task request, is awaited as is: gathering costs
+    more than the rest of the wait)."""
     if len(confirms) == 1:
         try:
             await confirms[0]
         except Exception as exc:  # returned, as gather(return_exceptions=True) does
             return [exc]
-        return []
+        return None
     outcomes = await asyncio.gather(*confirms, return_exceptions=True)
-    return [o for o in outcomes if isinstance(o, BaseException)]
+    if not any(isinstance(o, BaseException) for o in outcomes):
+        return None
+    return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+
+def _incompatible(queue: str, reply_text: str, queue_type: QueueType) -> str:
+    """What an operator does about a queue RabbitMQ holds with other arguments than ours
+    (RabbitMQ names the first argument that differs)."""
+    delivery_limit = "x-delivery-limit" in reply_text
+    if "x-queue-type" in reply_text or (queue_type is QueueType.QUORUM and not delivery_limit):
+        return (
+            f"queue {queue!r} exists as another queue type (RabbitMQ: {reply_text}): a queue's type "
+            "cannot change; register the scheduler with the queue's type, or drain the queue, "
+            f"delete it (rabbitmqctl delete_queue {queue}) and register again"
+        )
+    if delivery_limit:
+        return (
+            f"quorum queue {queue!r} exists with another delivery limit (RabbitMQ: {reply_text}): set "
+            "TASKBROKER_QUORUM_DELIVERY_LIMIT back, or change the queue's limit with a RabbitMQ policy "
+            "(delivery-limit) and keep the setting at the queue's declared value"
+        )
+    return (
+        f"queue {queue!r} exists without priorities (x-max-priority {MAX_PRIORITY}), "
+        "declared by an older taskbroker: its tasks still run, but to register the "
+        "scheduler again drain the queue (stop publishing, let consumers empty it), "
+        f"delete it (rabbitmqctl delete_queue {queue}) and register again"
+    )
 
 
 class _AmqpDelivery(Delivery):
@@ -287,22 +347,38 @@ class _AmqpSubscription(Subscription):
 class AmqpBroker(QueueBroker):
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         connection_name: str = "taskbroker",
         connect_timeout: float = 5.0,
         confirm_timeout: float = 15.0,
+        delivery_limit: int = 0,
     ) -> None:
+        """``urls``: one node's URL, or a cluster's nodes. They are tried from a random one
+        on, so the processes of a deployment spread over the nodes (one node's loss then moves
+        a share of them, not all) rather than all piling onto the first."""
         require_pika_frame_hook()
-        self._parameters = pika.URLParameters(url)
-        self._parameters.connection_attempts = 1
-        self._parameters.socket_timeout = connect_timeout
-        self._parameters.client_properties = {"connection_name": connection_name}
+        self._nodes = [
+            self._node_parameters(u, connection_name, connect_timeout)
+            for u in ([urls] if isinstance(urls, str) else urls)
+        ]
+        if not self._nodes:
+            raise ValueError("AmqpBroker needs at least one RabbitMQ URL")
+        self._next_node = random.randrange(len(self._nodes))
+        self._quorum_arguments = quorum_arguments(delivery_limit)
         self._connect_timeout = connect_timeout
         self._confirm_timeout = confirm_timeout
         self._connection: AsyncioConnection | None = None
         self._publisher: _ConfirmTracker | None = None
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _node_parameters(url: str, connection_name: str, connect_timeout: float) -> pika.URLParameters:
+        parameters = pika.URLParameters(url)
+        parameters.connection_attempts = 1  # the next node is the retry
+        parameters.socket_timeout = connect_timeout
+        parameters.client_properties = {"connection_name": connection_name}
+        return parameters
 
     async def connect(self) -> None:
         await self._open_connection()
@@ -327,35 +403,54 @@ class AmqpBroker(QueueBroker):
         async with self._lock:
             if self._connection is not None and self._connection.is_open:
                 return self._connection
-            loop = asyncio.get_running_loop()
-            opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+            error: BrokerUnavailable | None = None
+            for _ in self._nodes:  # each node once, from the next one on
+                parameters = self._nodes[self._next_node]
+                try:
+                    self._connection = await self._connect_to(parameters)
+                    return self._connection
+                except BrokerUnavailable as exc:
+                    error = exc
+                    self._next_node = (self._next_node + 1) % len(self._nodes)
+            assert error is not None
+            if len(self._nodes) > 1:
+                raise BrokerUnavailable(
+                    f"none of the {len(self._nodes)} RabbitMQ nodes answered; last: {error}"
+                )
+            raise error
 
-            def on_open(connection: Any) -> None:
-                if not opened.done():
-                    opened.set_result(connection)
+    async def _connect_to(self, parameters: pika.URLParameters) -> AsyncioConnection:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
 
-            def on_open_error(_connection: Any, error: BaseException) -> None:
-                if not opened.done():
-                    opened.set_exception(BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}"))
+        def on_open(connection: Any) -> None:
+            if not opened.done():
+                opened.set_result(connection)
 
-            connection = _CoalescingConnection(
-                self._parameters,
-                on_open_callback=on_open,
-                on_open_error_callback=on_open_error,
-                on_close_callback=self._on_connection_closed,
-                custom_ioloop=loop,
-            )
-            try:
-                self._connection = await asyncio.wait_for(opened, timeout=self._connect_timeout)
-            except TimeoutError as exc:
-                connection.close() if connection.is_open else None
-                raise BrokerUnavailable("RabbitMQ did not answer in time: is it running?") from exc
-            return self._connection
+        def on_open_error(_connection: Any, error: BaseException) -> None:
+            if not opened.done():
+                opened.set_exception(BrokerUnavailable(f"RabbitMQ is unreachable: {error!r}"))
+
+        connection = _CoalescingConnection(
+            parameters,
+            on_open_callback=on_open,
+            on_open_error_callback=on_open_error,
+            on_close_callback=self._on_connection_closed,
+            custom_ioloop=loop,
+        )
+        try:
+            return await asyncio.wait_for(opened, timeout=self._connect_timeout)
+        except TimeoutError as exc:
+            connection.close() if connection.is_open else None
+            raise BrokerUnavailable("RabbitMQ did not answer in time: is it running?") from exc
 
     def _on_connection_closed(self, connection: Any, _reason: BaseException) -> None:
         if connection is self._connection:
             self._connection = None
             self._publisher = None
+            # The next connection starts at the next node: this one just failed us (or an
+            # operator closed us, which moving on also honours).
+            self._next_node = (self._next_node + 1) % len(self._nodes)
 
     async def _open_channel(self) -> Channel:
         connection = await self._open_connection()
@@ -396,7 +491,10 @@ class AmqpBroker(QueueBroker):
             if channel.is_open:
                 channel.close()
 
-    async def declare(self, queue: str) -> None:
+    async def declare(self, queue: str, queue_type: QueueType = QueueType.CLASSIC) -> None:
+        if queue_type is QueueType.QUORUM:
+            await self._declare(queue, self._quorum_arguments)
+            return
         try:
             await self._declare(queue, QUEUE_ARGUMENTS)
             return
@@ -420,12 +518,8 @@ class AmqpBroker(QueueBroker):
         except BrokerUnavailable as exc:
             reason = exc.__cause__
             if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == PRECONDITION_FAILED:
-                raise QueueIncompatible(
-                    f"queue {queue!r} exists without priorities (x-max-priority {MAX_PRIORITY}), "
-                    "declared by an older taskbroker: its tasks still run, but to register the "
-                    "scheduler again drain the queue (stop publishing, let consumers empty it), "
-                    f"delete it (rabbitmqctl delete_queue {queue}) and register again"
-                ) from reason
+                queue_type = QueueType.QUORUM if "x-queue-type" in arguments else QueueType.CLASSIC
+                raise QueueIncompatible(_incompatible(queue, reason.reply_text, queue_type)) from reason
             raise
 
     async def delete(self, queue: str) -> None:
@@ -452,22 +546,90 @@ class AmqpBroker(QueueBroker):
     async def publish(
         self, queue: str, bodies: Sequence[bytes], priorities: Sequence[int] | None = None
     ) -> None:
+        """Publish and wait for every confirm. A message whose channel or node went away before
+        its confirm (a node killed, a quorum queue's leader lost, a nack) is published again,
+        through the next node if the connection is gone, until the confirm timeout has passed
+        since the call: then BrokerUnavailable. No node to connect to is BrokerUnavailable at
+        once. The retry may enqueue a message twice, which the contract allows (a second
+        delivery of a claimed task is dropped)."""
         if not bodies:
             return
+        messages = list(zip(bodies, priorities or itertools.repeat(0), strict=priorities is not None))
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._confirm_timeout
+        delay = PUBLISH_RETRY_DELAY
+        first = True
+        while True:
+            try:
+                if first:  # the usual case, awaited as it is: a wait_for would cost a task
+                    messages, error = await self._publish_once(queue, messages)
+                else:
+                    remaining = give_up_at - loop.time()
+                    messages, error = await asyncio.wait_for(self._publish_once(queue, messages), remaining)
+            except TimeoutError:
+                messages, error = messages, _ConfirmTimeout("no confirm before the deadline")
+            except BrokerUnavailable:
+                # No channel at all (no node answers): nothing of this round went out, and
+                # waiting out the deadline would turn an outage's quick 503 into a hang.
+                raise
+            if not messages:
+                return
+            if isinstance(error, QueueMissing):
+                raise await self._unroutable(queue) from error
+            if isinstance(error, QueueUnavailable):
+                raise error
+            if isinstance(error, _ConfirmTimeout) or loop.time() + delay >= give_up_at:
+                raise BrokerUnavailable(
+                    f"RabbitMQ did not confirm {len(messages)} messages in time ({error}): retry later"
+                ) from error
+            log.info("queue.publish_retry", queue=queue, messages=len(messages), error=str(error))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            first = False
+
+    def _retire(self, tracker: _ConfirmTracker) -> None:
+        """Publish through a new channel from now on; close this one once every message it
+        carries is settled (confirmed, refused, or past the confirm timeout)."""
+        if self._publisher is tracker:
+            self._publisher = None
+        channel = tracker.channel
+        asyncio.get_running_loop().call_later(
+            self._confirm_timeout, lambda: channel.close() if channel.is_open else None
+        )
+
+    async def _publish_once(
+        self, queue: str, messages: list[tuple[bytes, int]]
+    ) -> tuple[list[tuple[bytes, int]], BaseException | None]:
+        """Publish once on the current publishing channel: the messages not confirmed, and the
+        error that matters most (a return or an outage before a confirm timeout)."""
         tracker = await self._publisher_channel()
+        confirms: list[asyncio.Future[None]] = []
         try:
-            if priorities is None:
-                confirms = [tracker.publish(queue, body) for body in bodies]
-            else:
-                confirms = [tracker.publish(queue, b, p) for b, p in zip(bodies, priorities, strict=True)]
+            for body, priority in messages:
+                confirms.append(tracker.publish(queue, body, priority))
         except AMQPError as exc:
-            raise BrokerUnavailable(f"RabbitMQ connection lost while publishing: {exc!r}") from exc
-        errors = await _confirm_errors(confirms)
-        late = sum(isinstance(e, _ConfirmTimeout) for e in errors)
-        if late < len(errors):
-            raise next(e for e in errors if not isinstance(e, _ConfirmTimeout))
-        if late:
-            raise BrokerUnavailable(f"RabbitMQ did not confirm {late} messages in time: retry later")
+            for confirm in confirms:
+                confirm.cancel()
+            return messages, BrokerUnavailable(f"RabbitMQ connection lost while publishing: {exc!r}")
+        outcomes = await _confirm_outcomes(confirms)
+        if outcomes is None:
+            return [], None
+        failed = [m for m, o in zip(messages, outcomes, strict=True) if o is not None]
+        errors = [o for o in outcomes if o is not None]
+        if any(isinstance(e, _Refused) for e in errors):
+            self._retire(tracker)
+        return failed, next((e for e in errors if not isinstance(e, _ConfirmTimeout)), errors[0])
+
+    async def _unroutable(self, queue: str) -> TaskbrokerError:
+        """Why RabbitMQ returned a message: the queue is missing, or (a classic queue) its node
+        is down, which a return does not say and a passive declare does."""
+        try:
+            await self.stats(queue)
+        except (QueueMissing, BrokerUnavailable) as exc:
+            return exc
+        return BrokerUnavailable(
+            f"RabbitMQ returned a message for queue {queue!r}, which exists: retry later"
+        )
 
     async def subscribe(
         self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]

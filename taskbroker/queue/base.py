@@ -14,6 +14,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from taskbroker.models import QueueType
+
 MAX_PRIORITY = 9
 """Priorities are 0..9: RabbitMQ's ``x-max-priority`` of every scheduler queue (10 levels)."""
 
@@ -93,16 +95,17 @@ class QueueBroker(abc.ABC):
         """Raise BrokerUnavailable unless the broker answers."""
 
     @abc.abstractmethod
-    async def declare(self, queue: str) -> None:
-        """Create the durable priority queue if it does not exist. Raises QueueIncompatible if it
-        exists with other arguments (declared by a taskbroker without priorities)."""
+    async def declare(self, queue: str, queue_type: QueueType = QueueType.CLASSIC) -> None:
+        """Create the durable queue if it does not exist: a priority queue (classic), or a
+        replicated one without priorities (quorum). Raises QueueIncompatible if it exists with
+        other arguments (another type, or declared by a taskbroker without priorities)."""
 
     @abc.abstractmethod
     async def delete(self, queue: str) -> None: ...
 
     @abc.abstractmethod
     async def stats(self, queue: str) -> QueueStats:
-        """Messages ready and consumers attached. Raises QueueMissing."""
+        """Messages ready and consumers attached. Raises QueueMissing or QueueUnavailable."""
 
     @abc.abstractmethod
     async def publish(
@@ -113,8 +116,10 @@ class QueueBroker(abc.ABC):
         ``priorities`` gives each message's priority (0..MAX_PRIORITY), in the order of
         ``bodies``; None publishes every message at priority 0.
 
-        Raises BrokerUnavailable (unreachable, or a confirm did not come) or QueueMissing. On an
-        exception some messages may still have been enqueued: consumers must tolerate them.
+        Raises BrokerUnavailable (unreachable, or a confirm did not come), QueueUnavailable (the
+        queue's node is down) or QueueMissing. On an exception some messages may still have been
+        enqueued, and a retry after a lost node may enqueue one twice: consumers must tolerate
+        both.
         """
 
     @abc.abstractmethod
@@ -123,6 +128,6 @@ class QueueBroker(abc.ABC):
     ) -> Subscription:
         """Start consuming with manual acks; at most ``prefetch`` deliveries are unacked at once.
 
-        Each message goes to exactly one subscription at a time. Raises BrokerUnavailable or
-        QueueMissing.
+        Each message goes to exactly one subscription at a time. Raises BrokerUnavailable,
+        QueueUnavailable (the queue's node is down: retry later) or QueueMissing.
         """

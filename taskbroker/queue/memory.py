@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from taskbroker.errors import QueueMissing
+from taskbroker.models import QueueType
 from taskbroker.queue.base import (
     MAX_PRIORITY,
     Delivery,
@@ -174,7 +175,9 @@ class MemoryBroker(QueueBroker):
                 f"queue {name!r} does not exist: register the scheduler to declare it"
             ) from None
 
-    async def declare(self, queue: str) -> None:
+    async def declare(self, queue: str, queue_type: QueueType = QueueType.CLASSIC) -> None:
+        # One process, one copy: both types behave alike here (priorities are refused for a
+        # quorum scheduler's tasks before they reach a queue: TaskStore.create).
         self._queues.setdefault(queue, _MemoryQueue())
 
     async def delete(self, queue: str) -> None:

@@ -26,7 +26,7 @@ from taskbroker.client import (
     TaskSpec,
     Unauthorized,
 )
-from taskbroker.models import SchedulerStatus, Task, TaskState
+from taskbroker.models import QueueType, SchedulerStatus, Task, TaskState
 from taskbroker.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.support.inprocess import running_consumer
@@ -235,3 +235,17 @@ async def test_clients_pause_and_resume_a_scheduler_and_list_its_consumers(
     assert paused.paused is True
     assert resumed.paused is False
     assert [c.scheduler for c in everyone] == ["alpha"]
+
+
+async def test_the_client_registers_a_quorum_scheduler_or_leaves_the_type_to_the_server(
+    admin: AsyncClient, settings: Settings, real: Backends
+) -> None:
+    quorum = await admin.register_scheduler("replicated", queue_type=QueueType.QUORUM)
+    classic = await admin.register_scheduler("plain", queue_type=QueueType.CLASSIC)
+    quorum_by_default = settings.model_copy(update={"queue_type": QueueType.QUORUM})
+    async with live_api(quorum_by_default, real) as server, AsyncClient(server.url, ADMIN_TOKEN) as client:
+        left_to_the_server = await client.register_scheduler("unsaid")
+
+    assert quorum.queue_type is QueueType.QUORUM
+    assert classic.queue_type is QueueType.CLASSIC
+    assert left_to_the_server.queue_type is QueueType.QUORUM

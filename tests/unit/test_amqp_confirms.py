@@ -12,6 +12,7 @@ import pytest
 
 from taskbroker.errors import BrokerUnavailable
 from taskbroker.queue import amqp
+from tests.support.waiting import eventually
 
 
 class FakeChannel:
@@ -30,6 +31,24 @@ class FakeChannel:
 
     def basic_publish(self, *, body: bytes, **_kwargs: Any) -> None:
         self.published.append(body)
+
+    def confirm_delivery(self, _on_confirm: Any, callback: Any) -> None:
+        callback(None)
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+def _new_channels(broker: amqp.AmqpBroker) -> list[FakeChannel]:
+    """The channels the broker opens from now on (fakes, as the first one)."""
+    opened: list[FakeChannel] = []
+
+    async def open_channel() -> FakeChannel:
+        opened.append(FakeChannel())
+        return opened[-1]
+
+    broker._open_channel = open_channel  # type: ignore[method-assign]
+    return opened
 
 
 def _ack(tag: int, *, multiple: bool = False) -> SimpleNamespace:
@@ -59,16 +78,53 @@ async def test_a_multiple_ack_confirms_every_message_up_to_its_tag() -> None:
     assert channel.published == [b"1", b"2", b"3"]
 
 
-async def test_a_nacked_message_fails_its_publish() -> None:
-    broker = _broker_over(FakeChannel(), confirm_timeout=30)
-    publishing = asyncio.ensure_future(broker.publish("q", [b"1"]))
+async def _published(channels: list[FakeChannel], count: int) -> None:
+    async def enough() -> bool:
+        return bool(channels) and len(channels[-1].published) >= count
+
+    await eventually(enough, what=f"{count} messages on a new channel", deadline=10)
+
+
+async def test_a_nacked_message_is_published_again_on_a_new_channel_and_its_confirm_ends_the_publish() -> (
+    None
+):
+    channel = FakeChannel()
+    broker = _broker_over(channel, confirm_timeout=30)
+    opened = _new_channels(broker)
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
     await asyncio.sleep(0)
 
+    first = broker._publisher
+    assert first is not None
+    first.on_confirm(_ack(1))
+    first.on_confirm(_nack(2))
+    await _published(opened, 1)
     assert broker._publisher is not None
-    broker._publisher.on_confirm(_nack(1))
+    broker._publisher.on_confirm(_ack(1))
+
+    await publishing
+    assert channel.published == [b"1", b"2"]
+    assert opened[0].published == [b"2"]  # only the nacked one again, on a channel of its own
+
+
+async def test_a_message_nacked_until_the_deadline_fails_its_publish_as_broker_unavailable() -> None:
+    broker = _broker_over(FakeChannel(), confirm_timeout=0.5)
+    opened = _new_channels(broker)
+    assert broker._publisher is not None
+    first = broker._publisher
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1"]))
+    await asyncio.sleep(0)
+    first.on_confirm(_nack(1))
+    nacked = 0
+    while not publishing.done():
+        if len(opened) > nacked and opened[nacked].published and broker._publisher is not None:
+            nacked += 1
+            broker._publisher.on_confirm(_nack(1))
+        await asyncio.sleep(0.01)
 
     with pytest.raises(BrokerUnavailable, match="nack"):
         await publishing
+    assert nacked >= 1
 
 
 @pytest.mark.parametrize("messages", [1, 3])
@@ -99,12 +155,29 @@ async def test_the_confirm_timer_covers_messages_published_after_the_first() -> 
 
 async def test_a_closed_channel_fails_every_unconfirmed_message() -> None:
     channel = FakeChannel()
-    broker = _broker_over(channel, confirm_timeout=30)
-    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
-    await asyncio.sleep(0)
+    tracker = amqp._ConfirmTracker(channel, 30)
+    confirms = [tracker.publish("q", b"1"), tracker.publish("q", b"2")]
 
     for callback in channel.on_close:
         callback(channel, RuntimeError("connection reset"))
 
-    with pytest.raises(BrokerUnavailable, match="closed the publishing channel"):
-        await publishing
+    for confirm in confirms:
+        with pytest.raises(BrokerUnavailable, match="closed the publishing channel"):
+            await confirm
+
+
+async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unavailable_at_once() -> None:
+    channel = FakeChannel()
+    broker = amqp.AmqpBroker(
+        ["amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/"], confirm_timeout=30
+    )
+    broker._publisher = amqp._ConfirmTracker(channel, 30)
+    publishing = asyncio.ensure_future(broker.publish("q", [b"1", b"2"]))
+    await asyncio.sleep(0)
+
+    channel.is_open = False
+    for callback in channel.on_close:
+        callback(channel, RuntimeError("connection reset"))
+
+    with pytest.raises(BrokerUnavailable, match="none of the 2 RabbitMQ nodes answered"):
+        await asyncio.wait_for(publishing, timeout=10)
