@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from pydantic import BaseModel, ValidationError
 
 from taskbroker.settings import Settings
-from tests.deploy.cli_args import check_accepted, has_option
+from tests.deploy.cli_args import check_accepted
 from tests.deploy.rendering import (
     DEPLOY,
     ROOT,
@@ -47,13 +47,6 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
 KEDA = ("keda.sh/v1alpha1", "ScaledObject")
 """A custom resource: no model in the client, so its fields are checked one by one below."""
 
-PENDING_SETTINGS = {
-    "TASKBROKER_QUEUE_TYPE",  # rabbit-ha
-}
-"""Settings the manifests use that branches being merged at the same time add to Settings.
-test_pending_names_are_not_yet_real fails as soon as one is real: then delete it from here."""
-PENDING_OPTIONS: set[tuple[str, str]] = set()
-"""CLI options the manifests use that the consumers branch adds (with /healthz and /readyz)."""
 
 SETTINGS = {f"TASKBROKER_{name.upper()}" for name in Settings.model_fields}
 WORKER_CANCEL_WAIT = 10
@@ -204,7 +197,7 @@ def test_every_variable_is_a_taskbroker_setting_or_used_by_the_command_line(rend
         referenced = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
         for name in environment:
             if name.startswith("TASKBROKER_"):
-                assert name in SETTINGS | PENDING_SETTINGS, f"{where}: {name} is no setting"
+                assert name in SETTINGS, f"{where}: {name} is no setting"
             else:
                 assert name in referenced, f"{where}: {name} is set but no argument uses $({name})"
         assert referenced <= set(environment), f"{where}: arguments use unset {referenced - set(environment)}"
@@ -283,32 +276,12 @@ def test_workers_are_given_their_shutdown_grace_and_the_cancel_wait_to_stop(rend
         assert given >= grace + WORKER_CANCEL_WAIT, f"{name}: {given} s for a grace of {grace} s"
 
 
-def _without_pending_options(args: list[str]) -> list[str]:
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif (args[0], arg) in PENDING_OPTIONS and not has_option(args[0], arg):
-            skip = True
-        else:
-            kept.append(arg)
-    return kept
-
-
 def test_every_container_runs_the_one_image_with_a_command_the_cli_accepts(rendering: Rendering) -> None:
     images = {container["image"] for _, container in rendering.containers()}
     assert len(images) == 1, f"{rendering.name} runs several images: {images}"
     assert re.fullmatch(r"([^/]+/)*taskbroker:[\w.-]+", images.pop())
     for _, container in rendering.containers():
-        check_accepted(_without_pending_options(container["args"]))
-
-
-def test_pending_names_are_not_yet_real() -> None:
-    arrived = sorted(PENDING_SETTINGS & SETTINGS) + sorted(
-        f"{c} {o}" for c, o in PENDING_OPTIONS if has_option(c, o)
-    )
-    assert not arrived, f"now real: delete them from PENDING_SETTINGS / PENDING_OPTIONS: {arrived}"
+        check_accepted(container["args"])
 
 
 def test_the_base_admin_token_makes_the_api_refuse_to_start(tmp_path: Path) -> None:
