@@ -190,6 +190,9 @@ def _created(task: NewTask, defaults: AppliedDefaults | None, now: datetime) -> 
             priority=task.priority,
             key=task.key or None,
             callback_url=task.callback_url or None,
+            # Given, not defaulted: model_construct inspects a default_factory's signature on
+            # every call (pydantic 2.x), which cost a sixth of a one-task request's API time.
+            errors=[],
             **fields,
         ),
         created=True,
