@@ -192,17 +192,19 @@ class RabbitCluster:
         self.ctl(node, "wait", str(node.pid_file), "--timeout", str(BOOT_TIMEOUT), timeout=BOOT_TIMEOUT + 10)
 
     def start(self) -> None:
-        """Boot the three nodes in parallel, then join r2 and r3 to r1 (a node that is already a
-        member, after a restart, rejoins by itself)."""
+        """Boot the three nodes in parallel, then join r2 and r3 to r1, one after the other (a
+        node that is already a member, after a restart, rejoins by itself)."""
         if self.base.exists() and any(n.pid() for n in self.nodes):
             raise RuntimeError(f"a cluster is already running under {self.base}: stop it first")
         self._prepare()
         joining = [n for n in self.nodes[1:] if not (n.folder / "mnesia").exists()]
         with ThreadPoolExecutor(NODES) as pool:
             list(pool.map(self._boot, self.nodes))
-            # Each rabbitmqctl call starts an Erlang VM (seconds on a busy machine): both joins
-            # run at once, and only on a node's first boot (a restarted member rejoins by itself).
-            list(pool.map(self._join_first, joining))
+        # One join at a time, and only on a node's first boot (a restarted member rejoins by
+        # itself): two nodes joining r1 at once can abort each other's schema copy (seen in CI:
+        # join_cluster failed with {aborted, {shutdown, ... schema_prepare}}).
+        for node in joining:
+            self._join_first(node)
         self.write_state()
 
     def _join_first(self, node: Node) -> None:
