@@ -1,8 +1,8 @@
 -- create: store new pending tasks, all or none; refuse the whole batch if a scheduler is unknown,
--- a task asks a quorum scheduler (no priorities) for a priority, or a task id is already stored. A task whose idempotency key is held by a live task is not
--- created: the reply carries that task's record instead. A key held by a task whose publish is not
--- yet confirmed refuses the whole call ('unconfirmed'), so a caller is never told of a task that
--- may yet be discarded.
+-- a task asks a quorum scheduler (no priorities) for a priority, or a task id is already stored.
+-- A task whose idempotency key is held by a live task is not created: the reply carries that
+-- task's record instead. A key held by a task whose publish is not yet confirmed refuses the
+-- whole call ('unconfirmed'), so a caller is never told of a task that may yet be discarded.
 -- A task with a not_before is stored `delayed` (delay_task), not pending: nothing is published
 -- for it now. Like a pending one it is marked published (`published`) only once its request
 -- has succeeded, so that a request refused 503 still discards it. A task
@@ -16,7 +16,8 @@ local now = ARGV[2]
 local stride = 12
 local schedulers = prefix .. ':schedulers'
 local scheduler_defaults = prefix .. ':scheduler_defaults'
-local checked = {}
+local checked = {}  -- scheduler -> its task defaults ('' for none)
+local classic = {}  -- scheduler -> true once its queue is known to take priorities
 for i = 3, #ARGV, stride do
   -- A caller-chosen id (a schedule's run) may already be stored by a concurrent creator: never
   -- overwrite a task, so creating the same run twice stores it once.
@@ -31,12 +32,12 @@ for i = 3, #ARGV, stride do
     checked[scheduler] = redis.call('HGET', scheduler_defaults, scheduler) or ''
   end
   -- Only a prioritised task pays for reading its scheduler's definition.
-  if ARGV[i + 5] ~= '0' and checked[scheduler] ~= 'classic' then
+  if ARGV[i + 5] ~= '0' and not classic[scheduler] then
     local definition = cjson.decode(redis.call('HGET', schedulers, scheduler))
     if definition['queue_type'] == 'quorum' then
       return {'no_priority', scheduler}
     end
-    checked[scheduler] = 'classic'
+    classic[scheduler] = true
   end
 end
 local reply = {'ok'}

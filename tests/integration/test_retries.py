@@ -411,7 +411,7 @@ async def test_scheduler_defaults_apply_to_its_tasks_that_give_none(api: Api, ba
 async def test_plain_scheduler_definition_is_stored_as_before(api: Api, backends: Backends) -> None:
     await api.register(SCHEDULER)
     raw = await backends.store.redis.hget(f"{backends.store.key_prefix}:schedulers", SCHEDULER)
-    assert raw == '{"description":"","name":"retries","runtime":"inline"}'
+    assert raw == '{"description":"","name":"retries","queue_type":"classic","runtime":"inline"}'
     task = await _schedule(api, {"attributes": NOOP})
     assert task["retry"] is None
     assert task["attempt_timeout"] is None
