@@ -1,7 +1,9 @@
 """The timeout daemon's costs for delayed tasks (a delay, or a retry's backoff): releasing a large
 backlog of due ones (made pending and published, confirmed, to a real queue), and one idle sweep
 as the number of delayed tasks waiting grows (it must stay flat: the delayed index is read from
-its due end only, ZRANGE BYSCORE LIMIT).
+its due end only, ZRANGE BYSCORE LIMIT). The release is set beside RabbitMQ's own rate in the
+same run (bench.rabbitmq_floor: as many messages, plain pika, no Redis): what a release cannot
+go below on this machine however it is written.
 
     .venv/bin/python -m bench.delayed --quick     # a smoke run at tiny sizes
 """
@@ -19,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.harness import AMQP_URL, REDIS_URL, delete_keys, log_json_to_nowhere, progress
+from bench.rabbitmq_floor import rabbitmq_floor
 from taskbroker.backends import real_backends
 from taskbroker.models import SchedulerDefinition, utcnow
 from taskbroker.names import queue_name
@@ -86,7 +89,12 @@ async def _measure(release: int, waiting_counts: list[int], idle_sweeps: int) ->
 def delayed_release_costs(release: int, waiting_counts: list[int], idle_sweeps: int = 50) -> dict[str, Any]:
     # A JSON log line per released task, as deployed, written to nowhere (as bench.daemon does).
     log_json_to_nowhere()
-    return asyncio.run(_measure(release, waiting_counts, idle_sweeps))
+    figures = asyncio.run(_measure(release, waiting_counts, idle_sweeps))
+    progress(f"RabbitMQ alone: {release:,} persistent messages, confirmed")
+    floor = rabbitmq_floor(release)
+    figures["rabbitmq_floor_seconds"] = floor["seconds"]
+    figures["release_vs_rabbitmq_floor"] = round(figures["release_seconds"] / floor["seconds"], 2)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -127,26 +127,37 @@ class TimeoutDaemon:
         return republished
 
     async def _release_due(self) -> int:
-        """Make every due delayed task pending and publish it, a batch per script. While a batch
-        is published the next one is already being released (one in flight), so Redis and
-        RabbitMQ work at once. A publish that fails leaves its tasks pending in the unclaimed
-        index, made due now: reconciliation publishes them on a later sweep, never losing one."""
+        """Make every due delayed task pending and publish it, a batch per script. Three steps
+        overlap: while a batch's confirms are awaited the next batch is already published, and
+        the one after it is being released in Redis, so Redis, RabbitMQ and this process work at
+        once (one batch publishing at a time left RabbitMQ idle while the next was framed). A
+        publish that fails leaves its tasks pending in the unclaimed index, made due now:
+        reconciliation publishes them on a later sweep, never losing one."""
 
         def release() -> asyncio.Future[list[Released]]:
             return asyncio.ensure_future(self._store.release_due(limit=self._batch))
 
         released = 0
         following: asyncio.Future[list[Released]] | None = release()
+        publishing: collections.deque[asyncio.Future[None]] = collections.deque()
         try:
             while following is not None:
                 batch = await following
                 following = release() if len(batch) == self._batch else None
                 released += len(batch)
-                await self._publish_released(batch)
+                publishing.append(asyncio.ensure_future(self._publish_released(batch)))
+                if len(publishing) == 2:
+                    await publishing.popleft()
+            while publishing:
+                await publishing.popleft()
         except BaseException:
+            # Tasks already released are published before giving up, or left to reconciliation.
             if following is not None:
                 with contextlib.suppress(Exception):
-                    await self._publish_released(await following)
+                    publishing.append(asyncio.ensure_future(self._publish_released(await following)))
+            for publish in publishing:
+                with contextlib.suppress(Exception):
+                    await publish
             raise
         return released
 

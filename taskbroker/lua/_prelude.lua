@@ -121,6 +121,15 @@ local function index_final(task, state, now, retention_ms)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ms - tonumber(retention_ms)))
 end
 
+-- One command for many members (ZREM, SREM, or ZADD with score/member pairs) instead of one
+-- call per task: a batch script's cost is then its per-task reads and writes only. unpack()
+-- takes a few thousand values at most, so the values go a thousand at a time (pairs stay whole).
+local function call_in_chunks(command, key, values)
+  for i = 1, #values, 1000 do
+    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+
 -- A task leaves the delayed index (released, or final while delayed): the index and the
 -- scheduler's count lose it together.
 local function undelay(task)

@@ -5,12 +5,6 @@
 -- ARGV: prefix, now, limit, retention_ms
 local ids = redis.call('ZRANGE', deadlines, '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then return {} end
--- unpack() takes a few thousand values at most: remove members a thousand at a time.
-local function remove_members(command, key, members)
-  for i = 1, #members, 1000 do
-    redis.call(command, key, unpack(members, i, math.min(i + 999, #members)))
-  end
-end
 local out = {}
 local leaving = {}
 for _, id in ipairs(ids) do
@@ -31,7 +25,7 @@ for _, id in ipairs(ids) do
     out[#out + 1] = task.lease_owner or ''
   end
 end
-remove_members('ZREM', deadlines, ids)
-remove_members('ZREM', unclaimed, ids)
-for scheduler, members in pairs(leaving) do remove_members('SREM', live_key(scheduler), members) end
+call_in_chunks('ZREM', deadlines, ids)
+call_in_chunks('ZREM', unclaimed, ids)
+for scheduler, members in pairs(leaving) do call_in_chunks('SREM', live_key(scheduler), members) end
 return out

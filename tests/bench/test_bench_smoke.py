@@ -50,6 +50,7 @@ def test_quick_benchmark_produces_every_figure_and_the_table(tmp_path: Path) -> 
     assert set(results["timeout_daemon"]["idle_sweep_ms"]) == {"0", "20000"}
     assert results["delayed_release"]["released"] == results["delayed_release"]["published"] == 2000
     assert set(results["delayed_release"]["idle_sweep_ms"]) == {"0", "20000"}
+    assert results["delayed_release"]["rabbitmq_floor_seconds"] > 0
     assert all(value != "-" for _, value, _ in targets(results))
 
 

@@ -3,6 +3,7 @@ queue alike: the consumer's guarantees rest on exactly these behaviours."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -139,6 +140,26 @@ async def test_a_missing_queue_is_queue_missing_for_publish_stats_and_subscribe(
         await broker.stats(missing)
     with pytest.raises(QueueMissing):
         await broker.subscribe(missing, prefetch=1, on_delivery=lambda _d: None)
+
+
+async def test_one_body_published_at_once_to_a_queue_and_a_missing_one_fails_only_there(
+    broker: QueueBroker, queue: str, settings: Settings
+) -> None:
+    """A returned message is matched to its confirm by queue and body: the copy sent to the
+    declared queue is confirmed (and there), the copy without a queue is QueueMissing."""
+    missing = queue_name(settings.key_prefix, "never-declared-either")
+
+    bodies = _bodies(50)
+    # Alternating on one channel: RabbitMQ returns and acks an unroutable message at once, while
+    # the declared queue's copy before it is confirmed only once stored, so returns overtake.
+    outcomes = await asyncio.gather(
+        *(broker.publish(name, [body]) for body in bodies for name in (queue, missing)),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0::2] == [None] * len(bodies)
+    assert all(isinstance(outcome, QueueMissing) for outcome in outcomes[1::2])
+    assert (await broker.stats(queue)).messages == len(bodies)
 
 
 async def test_delete_removes_the_queue_and_its_messages(broker: QueueBroker, settings: Settings) -> None:

@@ -103,3 +103,53 @@ async def test_release_whose_publish_fails_is_published_by_reconciliation(
 
     assert second.republished == 1
     assert (await real.broker.stats(queue)).messages == 1
+
+
+async def test_a_backlog_over_two_schedulers_one_queue_missing_publishes_the_other_and_keeps_the_rest(
+    settings: Settings, real: Backends
+) -> None:
+    """Several batches in flight at once (released in Redis while earlier ones publish): every
+    task of the scheduler whose queue is gone is left due for reconciliation, none is lost, and
+    the other scheduler's tasks are all published."""
+    queue = await _register(settings, real)
+    other_queue = queue_name(settings.key_prefix, "release-other")
+    await real.broker.declare(other_queue)
+    await real.store.register_scheduler(SchedulerDefinition(name="release-other"))
+    now = datetime.now(UTC)
+    per_scheduler = 2500
+    tasks = [
+        NewTask(uuid.uuid4(), name, NOOP, now + timedelta(hours=1), not_before=now)
+        for _ in range(per_scheduler)
+        for name in (SCHEDULER, "release-other")
+    ]
+    for start in range(0, len(tasks), 1000):
+        await real.store.create(tasks[start : start + 1000], now=now)
+    await real.broker.delete(other_queue)
+
+    report = await _daemon(settings, real).sweep()
+
+    assert report.released == 2 * per_scheduler
+    assert (await real.broker.stats(queue)).messages == per_scheduler
+    unclaimed = f"{settings.key_prefix}:unclaimed"
+    left = [t for t in tasks if t.scheduler == "release-other"]
+    scores = await real.store.redis.zmscore(unclaimed, [str(t.id) for t in left])
+    assert all(score is not None and score <= time.time() for score in scores)
+    census = await real.store.live_census()
+    assert census.delayed_per_scheduler == {SCHEDULER: 0, "release-other": 0}
+    assert census.pending == 2 * per_scheduler
+
+
+async def test_a_stale_entry_of_the_delayed_index_leaves_it_without_a_release(
+    settings: Settings, real: Backends
+) -> None:
+    queue = await _register(settings, real)
+    stale, kept = await _create_delayed(real, 2, datetime.now(UTC))
+    # What an interrupted transition could leave: the task moved on, its index entry did not.
+    await real.store.redis.hset(f"{settings.key_prefix}:task:{stale}", "state", "pending")
+
+    report = await _daemon(settings, real).sweep()
+
+    assert report.released == 1
+    assert await real.store.delayed_count() == 0
+    assert (await real.store.get(uuid.UUID(kept))).state is TaskState.PENDING
+    assert (await real.broker.stats(queue)).messages == 1
