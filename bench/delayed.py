@@ -93,6 +93,9 @@ def delayed_release_costs(release: int, waiting_counts: list[int], idle_sweeps: 
     progress(f"RabbitMQ alone: {release:,} persistent messages, confirmed")
     floor = rabbitmq_floor(release)
     figures["rabbitmq_floor_seconds"] = floor["seconds"]
+    # RabbitMQ's CPU for those messages over the machine's cores: below this no release can go.
+    figures["rabbitmq_floor_cpu_seconds"] = floor["rabbitmq_cpu_seconds"]
+    figures["cores"] = floor["cores"]
     figures["release_vs_rabbitmq_floor"] = round(figures["release_seconds"] / floor["seconds"], 2)
     return figures
 

@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 import pika
+import psutil
 from pika.channel import Channel
 from pika.frame import Method
 
@@ -25,12 +26,31 @@ from taskbroker.queue.amqp import QUEUE_ARGUMENTS
 CHUNK = 1000  # messages framed per turn of the I/O loop, so RabbitMQ works while pika frames
 
 
+def _listener(port: int) -> psutil.Process | None:
+    """The process listening on ``port`` on this machine (RabbitMQ's Erlang VM), if it is here."""
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr[1] == port:
+            return psutil.Process(connection.pid) if connection.pid else None
+    return None
+
+
+def _cpu(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def rabbitmq_floor(messages: int, url: str = AMQP_URL) -> dict[str, Any]:
-    """Seconds from the first publish to the last confirm, and the messages per second."""
+    """Seconds from the first publish to the last confirm, the messages per second, and the CPU
+    RabbitMQ spent on them (when it runs on this machine): that CPU over the machine's cores is
+    a floor no layout of the work can go below, RabbitMQ being the one doing it."""
+    parameters = pika.URLParameters(url)
+    rabbitmq = _listener(parameters.port)
     queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
     bodies = [str(uuid.uuid4()).encode() for _ in range(messages)]
     properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
-    state: dict[str, Any] = {"confirmed": 0, "started": 0.0, "seconds": None, "nacked": 0}
+    state: dict[str, Any] = {"confirmed": 0, "started": 0.0, "seconds": None, "nacked": 0, "cpu": 0.0}
     connection: pika.SelectConnection
 
     def on_open(_connection: pika.SelectConnection) -> None:
@@ -46,6 +66,7 @@ def rabbitmq_floor(messages: int, url: str = AMQP_URL) -> dict[str, Any]:
 
     def start(channel: Channel) -> None:
         state["started"] = time.perf_counter()
+        state["cpu"] = _cpu(rabbitmq)
         publish(channel, 0)
 
     def publish(channel: Channel, start_at: int) -> None:
@@ -61,10 +82,11 @@ def rabbitmq_floor(messages: int, url: str = AMQP_URL) -> dict[str, Any]:
         state["confirmed"] = method.delivery_tag if method.multiple else state["confirmed"] + 1
         if state["confirmed"] >= messages and state["seconds"] is None:
             state["seconds"] = time.perf_counter() - state["started"]
+            state["cpu"] = _cpu(rabbitmq) - state["cpu"]
             channel.queue_delete(queue, callback=lambda _f: connection.close())
 
     connection = pika.SelectConnection(
-        pika.URLParameters(url),
+        parameters,
         on_open_callback=on_open,
         on_open_error_callback=lambda _c, error: connection.ioloop.stop(),
         on_close_callback=lambda _c, _reason: connection.ioloop.stop(),
@@ -78,6 +100,8 @@ def rabbitmq_floor(messages: int, url: str = AMQP_URL) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "per_s": round(messages / seconds),
         "nacked": state["nacked"],
+        "rabbitmq_cpu_seconds": round(state["cpu"], 3) if rabbitmq else None,
+        "cores": psutil.cpu_count(),
     }
 
 

@@ -53,6 +53,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         flat = timings[-1] <= 2 * timings[0] + 1.0
     release = _get(results, "delayed_release", "release_seconds")
     release_floor = _get(results, "delayed_release", "rabbitmq_floor_seconds")
+    release_cpu = _get(results, "delayed_release", "rabbitmq_floor_cpu_seconds")
+    cores = _get(results, "delayed_release", "cores")
     released = _get(results, "delayed_release", "released")
     waiting = _get(results, "delayed_release", "idle_sweep_ms") or {}
     waiting_flat = None
@@ -99,7 +101,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             f"7a. release {_num(released)} due delayed tasks < 2 s",
             "-"
             if release is None
-            else f"{release} s (RabbitMQ alone: {release_floor} s)"
+            else f"{release} s (RabbitMQ alone: {release_floor} s, {release_cpu} CPU-s on {cores} cores)"
             if release_floor
             else f"{release} s",
             None if release is None else release < 2,
