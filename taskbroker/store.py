@@ -350,6 +350,7 @@ class TaskStore:
                 "retry",
                 "abort_many",
                 "release_due",
+                "trim_final",
                 "fail_attempt",
                 "republish_soon",
                 "heartbeat",
@@ -731,6 +732,14 @@ class TaskStore:
         """Make pending tasks whose publish failed due for reconciliation now."""
         if task_ids:
             await self._run("republish_soon", repr(time.time()), *task_ids)
+
+    @redis_call
+    async def trim_final_indexes(self, *, now: float | None = None) -> int:
+        """Drop the entries of retained final tasks past their retention from every scheduler's
+        final indexes (an idle scheduler's are not trimmed by new finals); how many went."""
+        return int(
+            await self._run("trim_final", repr(time.time() if now is None else now), self._retention_ms)
+        )
 
     @redis_call
     async def delayed_count(self) -> int:

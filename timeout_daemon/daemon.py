@@ -27,6 +27,11 @@ from taskbroker.store import Expired, Released, TaskRef, TaskStore
 
 log = structlog.get_logger("taskbroker.timeout_daemon")
 
+# How often a daemon trims every scheduler's index of retained final tasks (GET /tasks?state=):
+# write_final trims a busy scheduler's on each write; an idle one's wait for this. Retention is
+# days, so a minute late costs nothing, and a sweep a second would repeat the same empty trims.
+FINAL_TRIM_INTERVAL = 60.0
+
 
 @dataclass(frozen=True)
 class SweepReport:
@@ -34,6 +39,8 @@ class SweepReport:
     requeued: int
     republished: int = 0
     released: int = 0
+    trimmed: int = 0
+    """Index entries of final tasks past their retention that this sweep dropped."""
 
 
 class TimeoutDaemon:
@@ -52,10 +59,12 @@ class TimeoutDaemon:
         self._batch = batch
         self._events = events
         self.sweeps = 0
+        self._next_final_trim = 0.0  # monotonic; the first sweep trims
 
     async def sweep(self) -> SweepReport:
-        """One pass: expire every due task (in batches), republish tasks whose lease lapsed, then
-        republish pending tasks that no consumer claimed in time (reconciliation)."""
+        """One pass: expire every due task (in batches), release due delayed ones, republish
+        tasks whose lease lapsed, then pending tasks that no consumer claimed in time
+        (reconciliation); trim the event stream, and (once a minute) the final-task indexes."""
         started = time.perf_counter()
         expired = await self._expire_due()
         released = await self._release_due()
@@ -63,9 +72,15 @@ class TimeoutDaemon:
         republished = await self._reconcile()
         # The stream's time bound (its length bound is kept by every append).
         await self._events.trim(retention=self._settings.events_retention)
+        trimmed = 0
+        if time.monotonic() >= self._next_final_trim:
+            trimmed = await self._store.trim_final_indexes()
+            self._next_final_trim = time.monotonic() + FINAL_TRIM_INTERVAL
         self.sweeps += 1
         metrics.sweep_completed(time.perf_counter() - started)
-        return SweepReport(expired=expired, requeued=requeued, republished=republished, released=released)
+        return SweepReport(
+            expired=expired, requeued=requeued, republished=republished, released=released, trimmed=trimmed
+        )
 
     async def _requeue_lapsed(self) -> int:
         """Publish again every running task whose lease lapsed (its consumer died), then mark it
@@ -234,13 +249,14 @@ class TimeoutDaemon:
 
     async def _sweep_and_report(self) -> None:
         report = await self.sweep()
-        if report.expired or report.requeued or report.republished or report.released:
+        if report.expired or report.requeued or report.republished or report.released or report.trimmed:
             log.info(
                 "timeout_daemon.swept",
                 expired=report.expired,
                 requeued=report.requeued,
                 republished=report.republished,
                 released=report.released,
+                trimmed=report.trimmed,
             )
 
     async def run(self, stop: asyncio.Event) -> None:

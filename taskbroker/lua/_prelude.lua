@@ -105,6 +105,7 @@ end
 local function final_key(scheduler, state)
   return prefix .. ':final:' .. scheduler .. ':' .. state
 end
+local final_states = {'complete', 'failed', 'aborted', 'timeout'}
 
 -- Failed and timed-out tasks are kept longer than the others (TASKBROKER_FAILED_RETENTION), so
 -- an operator can find and re-run them. `failed_retention_ms` is defined by TaskStore ahead of

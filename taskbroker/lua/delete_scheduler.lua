@@ -15,7 +15,7 @@ redis.call('SREM', prefix .. ':paused', name)
 redis.call('DEL', live_key(name))
 -- Its retained final tasks stay readable by id until their retention ends, but are no longer
 -- listed: nothing else would ever trim these indexes.
-for _, state in ipairs({'complete', 'failed', 'aborted', 'timeout'}) do
+for _, state in ipairs(final_states) do
   redis.call('DEL', final_key(name, state))
 end
 return {'deleted', live}
