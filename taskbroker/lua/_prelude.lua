@@ -131,6 +131,18 @@ local function call_in_chunks(command, key, values)
   end
 end
 
+-- index_final for a batch of tasks that reached one final state at one time: one ZADD (a
+-- thousand pairs a call) and one trim per scheduler, where index_final costs two commands a task.
+local function index_final_many(final_entries, state, now, retention_ms)
+  local ms = math.floor(tonumber(now) * 1000)
+  local oldest_kept = ms - tonumber(final_retention(state, retention_ms))
+  for scheduler, entries in pairs(final_entries) do
+    local key = final_key(scheduler, state)
+    call_in_chunks('ZADD', key, entries)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. oldest_kept)
+  end
+end
+
 -- A task leaves the delayed index (released, or final while delayed): the index and the
 -- scheduler's count lose it together.
 local function undelay(task)
@@ -167,8 +179,10 @@ end
 -- Write a live task's final state (the task as read_task read it) and start its retention
 -- countdown; a task with a callback_url gets a webhook delivery due now in {prefix}:webhooks
 -- (scored by due time), in this same script, so none is ever missed. Leaves the deadline index
--- and live set to the caller: finalize, or expire, which removes a whole batch at once.
-local function write_final(task, state, now, retention_ms, result, err)
+-- and live set to the caller: finalize, or expire, which removes a whole batch at once. With
+-- `final_entries` (a table: scheduler -> score/id pairs) the final index entry is left to the
+-- caller too, which writes a batch's entries with index_final_many.
+local function write_final(task, state, now, retention_ms, result, err, final_entries)
   retention_ms = final_retention(state, retention_ms)
   local key = task_key(task.id)
   local change = {'state', state, 'finished_at', now, 'events', emit(task, state, now)}
@@ -183,13 +197,23 @@ local function write_final(task, state, now, retention_ms, result, err)
   if not task.attributes_inline then redis.call('PEXPIRE', attributes_key(task.id), retention_ms) end
   release_idempotency_key(task)
   if task.callback_url then redis.call('ZADD', prefix .. ':webhooks', now, task.id) end
-  index_final(task, state, now, retention_ms)
+  if final_entries then
+    local entries = final_entries[task.scheduler]
+    if not entries then
+      entries = {}
+      final_entries[task.scheduler] = entries
+    end
+    entries[#entries + 1] = math.floor(tonumber(now) * 1000)
+    entries[#entries + 1] = task.id
+  else
+    index_final(task, state, now, retention_ms)
+  end
 end
 
 -- Make a live task final: every transition to a final state but expire's goes through here, so
 -- none can leave a final task behind in an index.
-local function finalize(task, state, now, retention_ms, result, err)
-  write_final(task, state, now, retention_ms, result, err)
+local function finalize(task, state, now, retention_ms, result, err, final_entries)
+  write_final(task, state, now, retention_ms, result, err, final_entries)
   redis.call('ZREM', deadlines, task.id)
   if task.state == 'delayed' then undelay(task) else redis.call('ZREM', unclaimed, task.id) end
   redis.call('SREM', live_key(task.scheduler), task.id)

@@ -10,6 +10,7 @@ if ARGV[6] ~= '' then created_before = tonumber(ARGV[6]) end
 local limit = tonumber(ARGV[7])
 local live = {pending = true, running = true, delayed = true}
 local aborted = {}
+local final_entries = {}
 for i = 8, #ARGV do
   if #aborted >= limit then break end
   local id = ARGV[i]
@@ -17,8 +18,9 @@ for i = 8, #ARGV do
   if task and live[task.state] and (wanted == '' or task.state == wanted)
       and (owner == '' or task.owner == owner)
       and (not created_before or tonumber(redis.call('HGET', task_key(id), 'created_at')) <= created_before) then
-    finalize(task, 'aborted', now, retention_ms, false, 'aborted')
+    finalize(task, 'aborted', now, retention_ms, false, 'aborted', final_entries)
     aborted[#aborted + 1] = id
   end
 end
+index_final_many(final_entries, 'aborted', now, retention_ms)
 return aborted

@@ -7,10 +7,11 @@ local ids = redis.call('ZRANGE', deadlines, '-inf', ARGV[2], 'BYSCORE', 'LIMIT',
 if #ids == 0 then return {} end
 local out = {}
 local leaving = {}
+local final_entries = {}
 for _, id in ipairs(ids) do
   local task = read_task(id)
   if task and is_live(task.state) then
-    write_final(task, 'timeout', ARGV[2], ARGV[4], false, 'timed out')
+    write_final(task, 'timeout', ARGV[2], ARGV[4], false, 'timed out', final_entries)
     if task.state == 'delayed' then undelay(task) end
     local members = leaving[task.scheduler]
     if not members then
@@ -28,4 +29,5 @@ end
 call_in_chunks('ZREM', deadlines, ids)
 call_in_chunks('ZREM', unclaimed, ids)
 for scheduler, members in pairs(leaving) do call_in_chunks('SREM', live_key(scheduler), members) end
+index_final_many(final_entries, 'timeout', ARGV[2], ARGV[4])
 return out

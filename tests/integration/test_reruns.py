@@ -297,6 +297,9 @@ async def test_bulk_abort_takes_the_filter_and_the_limit(real: Backends, admin: 
     assert sorted(states) == ["aborted"] * 3 + ["pending"] * 2
     assert {t["id"] for t, s in zip(mine, states, strict=True) if s == "aborted"} == set(answer["ids"])
     assert (await admin.http.get(f"/task/{other['id']}")).json()["state"] == "pending"
+    # The batch's final index entries are written together, after the loop: each is there.
+    listed = await admin.http.get("/tasks", params={"state": "aborted", "scheduler": SCHEDULER})
+    assert {t["id"] for t in listed.json()["tasks"]} == set(answer["ids"])
 
     rest = await admin.http.post("/tasks/abort", json={"scheduler": SCHEDULER, "state": "running"})
     assert rest.json()["changed"] == 0
