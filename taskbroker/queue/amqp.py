@@ -217,6 +217,10 @@ class _ConfirmTracker:
                 )
             else:
                 future.set_result(None)
+        if not self._pending:
+            # Nothing in flight: a return still counted belongs to a message given up on (past
+            # its confirm timeout), and must not fail a later copy of that task's message.
+            self._returned.clear()
 
     def _on_return(self, _channel: Channel, method: Any, _properties: Any, body: bytes) -> None:
         self._returned[(method.routing_key, body)] += 1

@@ -10,7 +10,7 @@ from typing import Any
 import pika
 import pytest
 
-from taskbroker.errors import BrokerUnavailable
+from taskbroker.errors import BrokerUnavailable, QueueMissing
 from taskbroker.queue import amqp
 from tests.support.waiting import eventually
 
@@ -22,9 +22,15 @@ class FakeChannel:
         self.is_open = True
         self.published: list[bytes] = []
         self.on_close: list[Any] = []
+        self.on_return: list[Any] = []
 
-    def add_on_return_callback(self, _callback: Any) -> None:
-        pass
+    def add_on_return_callback(self, callback: Any) -> None:
+        self.on_return.append(callback)
+
+    def give_back(self, queue: str, body: bytes) -> None:
+        """What RabbitMQ does with a mandatory message no queue takes: a basic.return first."""
+        for callback in self.on_return:
+            callback(self, SimpleNamespace(routing_key=queue), None, body)
 
     def add_on_close_callback(self, callback: Any) -> None:
         self.on_close.append(callback)
@@ -181,3 +187,31 @@ async def test_a_publish_whose_channel_closed_and_no_node_answers_is_broker_unav
 
     with pytest.raises(BrokerUnavailable, match="none of the 2 RabbitMQ nodes answered"):
         await asyncio.wait_for(publishing, timeout=10)
+
+
+async def test_a_returned_message_fails_as_queue_missing_and_only_the_one_of_its_queue_and_body() -> None:
+    channel = FakeChannel()
+    tracker = amqp._ConfirmTracker(channel, 30)
+    confirms = [tracker.publish("q", b"1"), tracker.publish("gone", b"1"), tracker.publish("q", b"2")]
+
+    channel.give_back("gone", b"1")
+    tracker.on_confirm(_ack(3, multiple=True))
+
+    await confirms[0]
+    with pytest.raises(QueueMissing):
+        await confirms[1]
+    await confirms[2]
+
+
+async def test_a_return_for_a_message_given_up_on_does_not_fail_a_later_copy_of_it() -> None:
+    channel = FakeChannel()
+    tracker = amqp._ConfirmTracker(channel, 0.01)
+    with pytest.raises(amqp._ConfirmTimeout):
+        await tracker.publish("gone", b"task")
+    channel.give_back("gone", b"task")  # late: the message was already given up on
+    tracker.on_confirm(_ack(1))
+
+    again = tracker.publish("gone", b"task")  # the queue is back: this copy is taken
+    tracker.on_confirm(_ack(2))
+
+    await again
