@@ -115,11 +115,25 @@ local function final_retention(state, retention_ms)
   return retention_ms
 end
 
-local function index_final(task, state, now, retention_ms)
-  local key = final_key(task.scheduler, state)
-  local ms = math.floor(tonumber(now) * 1000)
-  redis.call('ZADD', key, ms, task.id)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (ms - tonumber(retention_ms)))
+-- A final index's score for a time (epoch seconds, text): whole milliseconds.
+local function final_score(now)
+  return math.floor(tonumber(now) * 1000)
+end
+
+-- Drop an index's entries older than its state's retention, as of `score`; how many went.
+local function trim_final_index(key, state, score, retention_ms)
+  local oldest_kept = score - tonumber(final_retention(state, retention_ms))
+  return redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. oldest_kept)
+end
+
+-- The list `groups[name]`, made on first use: a batch's ids or entries gathered per scheduler.
+local function group_of(groups, name)
+  local group = groups[name]
+  if not group then
+    group = {}
+    groups[name] = group
+  end
+  return group
 end
 
 -- One command for many members (ZREM, SREM, or ZADD with score/member pairs) instead of one
@@ -131,15 +145,22 @@ local function call_in_chunks(command, key, values)
   end
 end
 
--- index_final for a batch of tasks that reached one final state at one time: one ZADD (a
--- thousand pairs a call) and one trim per scheduler, where index_final costs two commands a task.
-local function index_final_many(final_entries, state, now, retention_ms)
-  local ms = math.floor(tonumber(now) * 1000)
-  local oldest_kept = ms - tonumber(final_retention(state, retention_ms))
+-- Write the final index entries of tasks that reached one final state at one time
+-- (`final_entries`: scheduler -> score/id pairs): one ZADD (a thousand pairs a call) and one
+-- trim per scheduler, however many tasks a batch script made final.
+local function index_final(final_entries, state, now, retention_ms)
+  local score = final_score(now)
   for scheduler, entries in pairs(final_entries) do
     local key = final_key(scheduler, state)
     call_in_chunks('ZADD', key, entries)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. oldest_kept)
+    trim_final_index(key, state, score, retention_ms)
+  end
+end
+
+-- A scheduler's count of delayed tasks goes down by `by` (the field goes at zero).
+local function lower_delayed_count(scheduler, by)
+  if redis.call('HINCRBY', delayed_counts, scheduler, -by) <= 0 then
+    redis.call('HDEL', delayed_counts, scheduler)
   end
 end
 
@@ -147,9 +168,7 @@ end
 -- scheduler's count lose it together.
 local function undelay(task)
   redis.call('ZREM', delayed, task.id)
-  if redis.call('HINCRBY', delayed_counts, task.scheduler, -1) <= 0 then
-    redis.call('HDEL', delayed_counts, task.scheduler)
-  end
+  lower_delayed_count(task.scheduler, 1)
 end
 
 -- Move a live task (as read_task read it) into `delayed` until `not_before` (epoch seconds,
@@ -181,7 +200,7 @@ end
 -- (scored by due time), in this same script, so none is ever missed. Leaves the deadline index
 -- and live set to the caller: finalize, or expire, which removes a whole batch at once. With
 -- `final_entries` (a table: scheduler -> score/id pairs) the final index entry is left to the
--- caller too, which writes a batch's entries with index_final_many.
+-- caller too, which writes a batch's entries with index_final once.
 local function write_final(task, state, now, retention_ms, result, err, final_entries)
   retention_ms = final_retention(state, retention_ms)
   local key = task_key(task.id)
@@ -197,17 +216,11 @@ local function write_final(task, state, now, retention_ms, result, err, final_en
   if not task.attributes_inline then redis.call('PEXPIRE', attributes_key(task.id), retention_ms) end
   release_idempotency_key(task)
   if task.callback_url then redis.call('ZADD', prefix .. ':webhooks', now, task.id) end
-  if final_entries then
-    local entries = final_entries[task.scheduler]
-    if not entries then
-      entries = {}
-      final_entries[task.scheduler] = entries
-    end
-    entries[#entries + 1] = math.floor(tonumber(now) * 1000)
-    entries[#entries + 1] = task.id
-  else
-    index_final(task, state, now, retention_ms)
-  end
+  local entries = final_entries or {}
+  local group = group_of(entries, task.scheduler)
+  group[#group + 1] = final_score(now)
+  group[#group + 1] = task.id
+  if not final_entries then index_final(entries, state, now, retention_ms) end
 end
 
 -- Make a live task final: every transition to a final state but expire's goes through here, so

@@ -22,5 +22,5 @@ for i = 8, #ARGV do
     aborted[#aborted + 1] = id
   end
 end
-index_final_many(final_entries, 'aborted', now, retention_ms)
+index_final(final_entries, 'aborted', now, retention_ms)
 return aborted

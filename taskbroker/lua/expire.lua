@@ -13,11 +13,7 @@ for _, id in ipairs(ids) do
   if task and is_live(task.state) then
     write_final(task, 'timeout', ARGV[2], ARGV[4], false, 'timed out', final_entries)
     if task.state == 'delayed' then undelay(task) end
-    local members = leaving[task.scheduler]
-    if not members then
-      members = {}
-      leaving[task.scheduler] = members
-    end
+    local members = group_of(leaving, task.scheduler)
     members[#members + 1] = id
     out[#out + 1] = id
     out[#out + 1] = task.scheduler
@@ -29,5 +25,5 @@ end
 call_in_chunks('ZREM', deadlines, ids)
 call_in_chunks('ZREM', unclaimed, ids)
 for scheduler, members in pairs(leaving) do call_in_chunks('SREM', live_key(scheduler), members) end
-index_final_many(final_entries, 'timeout', ARGV[2], ARGV[4])
+index_final(final_entries, 'timeout', ARGV[2], ARGV[4])
 return out

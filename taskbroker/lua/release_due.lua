@@ -31,9 +31,5 @@ for _, id in ipairs(ids) do
 end
 call_in_chunks('ZREM', delayed, ids)
 call_in_chunks('ZADD', unclaimed, unclaimed_entries)
-for scheduler, released in pairs(released_per_scheduler) do
-  if redis.call('HINCRBY', delayed_counts, scheduler, -released) <= 0 then
-    redis.call('HDEL', delayed_counts, scheduler)
-  end
-end
+for scheduler, released in pairs(released_per_scheduler) do lower_delayed_count(scheduler, released) end
 return out

@@ -5,12 +5,11 @@
 -- timeout daemon runs it now and then; with nothing to drop it costs O(log n) per index.
 -- ARGV: prefix, now, retention_ms
 -- Returns how many entries it removed.
-local now_ms = math.floor(tonumber(ARGV[2]) * 1000)
+local score = final_score(ARGV[2])
 local removed = 0
 for _, scheduler in ipairs(redis.call('HKEYS', prefix .. ':schedulers')) do
   for _, state in ipairs(final_states) do
-    local oldest_kept = now_ms - tonumber(final_retention(state, ARGV[3]))
-    removed = removed + redis.call('ZREMRANGEBYSCORE', final_key(scheduler, state), '-inf', '(' .. oldest_kept)
+    removed = removed + trim_final_index(final_key(scheduler, state), state, score, ARGV[3])
   end
 end
 return removed
